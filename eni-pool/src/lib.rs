@@ -1,0 +1,5 @@
+//! Warm pool of ENI IPs and exclusive ENIs.
+//!
+//! Part of [cnikit](https://github.com/cnikit/cnikit); see `docs/ARCHITECTURE.md` for where this
+//! layer sits and what it may depend on.
+#![deny(missing_docs)]

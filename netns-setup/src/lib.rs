@@ -1,0 +1,5 @@
+//! Pod network namespace wiring: exclusive ENI, IPVLAN, veth + policy routing.
+//!
+//! Part of [cnikit](https://github.com/cnikit/cnikit); see `docs/ARCHITECTURE.md` for where this
+//! layer sits and what it may depend on.
+#![deny(missing_docs)]

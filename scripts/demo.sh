@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The end-to-end demo on a fresh machine: installs what is missing, builds, runs `cnikit-demo`
+# as root. It creates and removes its own network namespaces; the root namespace is untouched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+require_root
+scripts/setup.sh
+cargo run --release --locked -p cnikit-examples --bin cnikit-demo

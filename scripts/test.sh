@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole cnikit test suite, as CI runs it: setup, formatting, the eBPF object's freshness,
+# clippy, docs, every test (privileged ones included: run as root), bench smoke runs, packaging.
+# Prints each stage's duration. Run as root on Debian 12: `sudo ./scripts/test.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+require_root
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# Privileged tests record that they really ran; the log is printed after the test stage.
+export CNIKIT_PRIVILEGED_LOG="$PWD/target/privileged-tests.log"
+mkdir -p target && : > "$CNIKIT_PRIVILEGED_LOG"
+
+stage setup      scripts/setup.sh
+stage fmt        bash -c 'cargo fmt --all --check && rustfmt --edition 2024 --check ebpf-dataplane/ebpf/src/*.rs'
+stage ebpf       cargo xtask build-ebpf --check
+stage clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
+stage doc        env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+stage test       cargo test --workspace --locked
+echo "::: privileged tests that ran as root:"
+sort "$CNIKIT_PRIVILEGED_LOG" | sed 's/^/    /'
+if [ "${CI:-}" = "true" ] && [ ! -s "$CNIKIT_PRIVILEGED_LOG" ]; then
+  echo "::: no privileged test ran under CI=true" >&2; exit 1
+fi
+stage benches    cargo test --workspace --benches --locked
+stage package    cargo package --workspace --locked
+stage_summary

@@ -1,0 +1,31 @@
+//! Internal test harness for cnikit (not published).
+//!
+//! - [`netns`]: uniquely named network namespaces with a role (node, pod, vpc), code run inside
+//!   them, removal on drop (including during a panic), and a [`netns::sweep`] of leftovers that
+//!   killed runs left behind. Nothing here ever changes the root network namespace.
+//! - [`privilege`]: gates for tests that need root or a kernel feature: under `CI=true` a missing
+//!   requirement fails the test; elsewhere the test prints one `SKIP` line and returns.
+//! - [`traffic`]: real UDP datagrams from one namespace, counted in another.
+//! - [`process`]: external helper processes (servers on loopback) with bounded waits, killed on
+//!   drop.
+//!
+//! ```no_run
+//! use cnikit_test_support::{netns::{Role, TestNetns}, require_root};
+//!
+//! fn veth_between_node_and_pod() {
+//!     require_root!("veth_between_node_and_pod");
+//!     let node = TestNetns::create(Role::Node).unwrap();
+//!     let pod = TestNetns::create(Role::Pod).unwrap();
+//!     node.veth_to(&pod, "veth-pod", "eth0").unwrap();
+//!     node.ip(&["addr", "add", "198.18.0.1/24", "dev", "veth-pod"]).unwrap();
+//!     // ... both namespaces are deleted when `node` and `pod` drop.
+//! }
+//! ```
+#![deny(missing_docs)]
+
+pub mod netns;
+pub mod privilege;
+pub mod process;
+pub mod traffic;
+
+pub use privilege::in_ci;
