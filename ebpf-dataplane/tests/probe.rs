@@ -2,7 +2,10 @@
 //! attached (TCX and clsact) to a veth inside test namespaces, real UDP packets are counted, and
 //! a userspace map update changes the verdict.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::{net::Ipv4Addr, time::Duration};
 
