@@ -46,6 +46,7 @@ pub mod autopath;
 mod cache;
 pub mod cluster;
 mod codec;
+pub mod config;
 mod error;
 mod name;
 pub mod pod_index;
