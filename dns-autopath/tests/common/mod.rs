@@ -244,3 +244,250 @@ pub fn answers(m: &Message) -> Vec<String> {
         .map(|r| format!("{} {} {} {}", r.name, r.ttl, r.record_type(), r.data))
         .collect()
 }
+
+/// Real clients and servers in test namespaces.
+pub mod netns {
+    use std::{
+        fs,
+        path::{Path, PathBuf},
+        process::Command,
+        sync::{
+            Arc,
+            atomic::{AtomicU32, Ordering},
+        },
+        time::Duration,
+    };
+
+    use cnikit_dns_autopath::{DnsServer, DnsServerBuilder};
+    use cnikit_test_support::{
+        netns::{Role, TestNetns},
+        process::ExternalProcess,
+    };
+
+    /// The node-local DNS address.
+    pub const DNS_IP: &str = "169.254.20.10";
+    /// The pod's address.
+    pub const POD_IP: &str = "198.18.0.10";
+    /// dnsmasq's address inside the node namespace.
+    pub const UPSTREAM: &str = "127.0.0.1:5354";
+
+    /// `Ok` when `program` is on PATH.
+    pub fn which(program: &str) -> Result<(), String> {
+        let found = std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
+        });
+        if found {
+            Ok(())
+        } else {
+            Err(format!(
+                "{program} not found (scripts/setup.sh installs it)"
+            ))
+        }
+    }
+
+    /// A directory removed on drop.
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(tag: &str) -> Self {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "cnikit-dns-{}-{}-{tag}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+
+        pub fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            fs::write(&path, text).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            fs::remove_dir_all(&self.0).ok();
+        }
+    }
+
+    /// A node namespace (server on 169.254.20.10, dnsmasq on 127.0.0.1:5354) and a pod
+    /// namespace (198.18.0.10 and a ULA IPv6 address, so glibc asks for AAAA too) joined by a
+    /// veth pair.
+    pub struct Topology {
+        pub node: TestNetns,
+        pub pod: TestNetns,
+        pub dir: TempDir,
+    }
+
+    impl Topology {
+        pub fn new() -> Self {
+            let node = TestNetns::create(Role::Node).unwrap();
+            let pod = TestNetns::create(Role::Pod).unwrap();
+            node.veth_to(&pod, "veth-pod", "eth0").unwrap();
+            node.ip(&["addr", "add", "198.18.0.1/24", "dev", "veth-pod"])
+                .unwrap();
+            node.ip(&["addr", "add", &format!("{DNS_IP}/32"), "dev", "lo"])
+                .unwrap();
+            pod.ip(&["addr", "add", &format!("{POD_IP}/24"), "dev", "eth0"])
+                .unwrap();
+            pod.ip(&["addr", "add", "fd00:198:18::10/64", "dev", "eth0", "nodad"])
+                .unwrap();
+            pod.ip(&["route", "add", &format!("{DNS_IP}/32"), "via", "198.18.0.1"])
+                .unwrap();
+            let dir = TempDir::new("topo");
+            dir.write(
+                "resolv.conf",
+                &format!(
+                    "search prod.svc.cluster.local svc.cluster.local cluster.local \
+                     example.internal\nnameserver {DNS_IP}\noptions ndots:5 timeout:2 attempts:1\n"
+                ),
+            );
+            dir.write("nsswitch.conf", "hosts: dns\n");
+            Self { node, pod, dir }
+        }
+
+        /// `getent ahosts <name>` in the pod, with the pod's resolv.conf bind-mounted over
+        /// /etc/resolv.conf in a private mount namespace (the host's file is never touched).
+        /// Returns whether the name resolved, and the output.
+        pub fn getent(&self, name: &str) -> (bool, String) {
+            let script = format!(
+                "mount --bind {r} /etc/resolv.conf && mount --bind {n} /etc/nsswitch.conf \
+                 && exec getent ahosts {name}",
+                r = self.dir.path().join("resolv.conf").display(),
+                n = self.dir.path().join("nsswitch.conf").display(),
+            );
+            let out = self
+                .pod
+                .command("unshare")
+                .unwrap()
+                .args([
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "sh",
+                    "-c",
+                    &script,
+                ])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.code() == Some(0) || out.status.code() == Some(2),
+                "getent {name}: {:?} {stderr}",
+                out.status
+            );
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+
+        /// `dig @169.254.20.10 <args>` in the pod; returns stdout.
+        pub fn dig(&self, args: &[&str]) -> String {
+            let out = self
+                .pod
+                .command("dig")
+                .unwrap()
+                .arg(format!("@{DNS_IP}"))
+                .args(["+time=3", "+tries=1"])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+
+        /// Starts dnsmasq in the node namespace with `extra` config lines, logging queries.
+        pub fn dnsmasq(&self, extra: &str) -> Dnsmasq {
+            let conf = self.dir.write(
+                "dnsmasq.conf",
+                &format!(
+                    "port=5354\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\n\
+                     no-daemon\ncache-size=10000\nlocal-ttl=3600\nlog-queries\nlog-facility=-\n\
+                     address=/www.example.test/198.18.100.1\n\
+                     address=/www.example.test/fd00::100:1\nlocal=/#/\n{extra}\n"
+                ),
+            );
+            let mut cmd = self.node.command("dnsmasq").unwrap();
+            cmd.arg("-C").arg(conf);
+            let mut process = ExternalProcess::spawn("dnsmasq", cmd).unwrap();
+            process
+                .wait_for_output("started", Duration::from_secs(5))
+                .unwrap();
+            Dnsmasq { process }
+        }
+
+        /// Starts our server in the node namespace on its own multi-threaded runtime.
+        pub fn server(&self, builder: DnsServerBuilder) -> TestServer {
+            self.node.run(|| {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let server = runtime.block_on(builder.bind()).unwrap();
+                TestServer {
+                    server: Some(server),
+                    runtime: Arc::new(runtime),
+                }
+            })
+        }
+    }
+
+    /// A running dnsmasq.
+    pub struct Dnsmasq {
+        pub process: ExternalProcess,
+    }
+
+    impl Dnsmasq {
+        /// Queries dnsmasq logged so far (`query[...]` lines).
+        pub fn queries(&self) -> usize {
+            self.process.output().matches("query[").count()
+        }
+
+        /// Queries logged for `name`.
+        pub fn queries_for(&self, name: &str) -> usize {
+            self.process
+                .output()
+                .lines()
+                .filter(|l| l.contains("query[") && l.contains(&format!(" {name} ")))
+                .count()
+        }
+
+        pub fn stop(self) {
+            self.process.stop(Duration::from_secs(2)).unwrap();
+        }
+    }
+
+    /// Our server and the runtime its slow path runs on.
+    pub struct TestServer {
+        pub server: Option<DnsServer>,
+        pub runtime: Arc<tokio::runtime::Runtime>,
+    }
+
+    impl TestServer {
+        pub fn get(&self) -> &DnsServer {
+            self.server.as_ref().unwrap()
+        }
+    }
+
+    impl Drop for TestServer {
+        fn drop(&mut self) {
+            if let Some(server) = self.server.take() {
+                self.runtime.block_on(server.shutdown());
+            }
+        }
+    }
+
+    /// Runs `cmd` and returns stdout (panics on failure to start).
+    pub fn output(mut cmd: Command) -> String {
+        String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+    }
+}
