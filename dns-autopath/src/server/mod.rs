@@ -1,9 +1,11 @@
 //! The node-local DNS server: UDP and TCP on one address, AutoPath, cache, forwarding.
 
+mod handler;
 pub(crate) mod stats;
 mod tcp;
 mod udp;
 
+pub use handler::{CachedAnswer, DnsHandler, Transport};
 pub use stats::ServerStats;
 
 use std::{
@@ -20,11 +22,9 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle as TaskHandle;
 
 use crate::{
-    AutoPathConfig, AutoPathPlanner, CacheConfig, ClusterRecords, Error, Name, PodIndex,
-    cache::Cache,
+    AutoPathConfig, CacheConfig, ClusterRecords, Error, Name, PodIndex,
     cluster::NoRecords,
     pod_index::NoPods,
-    resolver::Resolver,
     upstream::{NoUpstream, Upstream},
 };
 use stats::Counters;
@@ -186,31 +186,9 @@ impl DnsServerBuilder {
     /// # Errors
     /// Without a runtime, on invalid configuration, or when binding fails.
     pub async fn bind(self) -> Result<DnsServer, Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let config = self.config;
-        if config.max_udp_payload < 512 {
-            return Err(Error::Config(format!(
-                "max_udp_payload {} is below 512",
-                config.max_udp_payload
-            )));
-        }
-        let planner = config
-            .autopath
-            .as_ref()
-            .map(|a| AutoPathPlanner::new(config.cluster_domain.clone(), a))
-            .transpose()
-            .map_err(|source| Error::Name {
-                name: config.cluster_domain.to_string(),
-                source,
-            })?;
-        let resolver = Arc::new(Resolver::new(
-            Cache::new(config.cache.clone()),
-            self.records,
-            self.pods,
-            self.upstream,
-            planner,
-            config.max_udp_payload,
-        ));
+        let handler = DnsHandler::new(&config, self.records, self.pods, self.upstream)?;
+        let runtime = handler.runtime.clone();
         let workers = if config.udp_workers == 0 {
             std::thread::available_parallelism().map_or(1, usize::from)
         } else {
@@ -244,9 +222,8 @@ impl DnsServerBuilder {
             worker_counters.push(Arc::clone(&counters));
             let worker = udp::Worker {
                 socket: Arc::new(socket),
-                resolver: Arc::clone(&resolver),
+                handler: handler.clone(),
                 counters,
-                runtime: runtime.clone(),
                 stop: Arc::clone(&stop),
             };
             let thread = std::thread::Builder::new()
@@ -257,14 +234,14 @@ impl DnsServerBuilder {
         }
         let tcp_task = runtime.spawn(tcp::accept_loop(
             listener,
-            Arc::clone(&resolver),
+            handler.clone(),
             config.tcp_idle_timeout,
             config.max_tcp_connections,
         ));
         tracing::info!(%local_addr, workers, autopath = config.autopath.is_some(), "dns server listening");
         Ok(DnsServer {
             local_addr,
-            resolver,
+            handler,
             worker_counters,
             threads,
             tcp_task,
@@ -320,7 +297,7 @@ fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
 /// ```
 pub struct DnsServer {
     local_addr: SocketAddr,
-    resolver: Arc<Resolver>,
+    handler: DnsHandler,
     worker_counters: Vec<Arc<Counters>>,
     threads: Vec<JoinHandle<()>>,
     tcp_task: TaskHandle<()>,
@@ -361,17 +338,20 @@ impl DnsServer {
         for c in &self.worker_counters {
             c.add_to(&mut s);
         }
-        self.resolver.counters.add_to(&mut s);
-        let cache = self.resolver.cache.counters();
-        s.cache_inserts = cache.inserts;
-        s.cache_evictions = cache.evictions;
-        s.cache_entries = self.resolver.cache.len() as u64;
+        self.handler.resolver.counters.add_to(&mut s);
+        self.handler.add_cache_stats(&mut s);
         s
+    }
+
+    /// The request handler (shares the cache and counters with the sockets).
+    #[must_use]
+    pub fn handler(&self) -> &DnsHandler {
+        &self.handler
     }
 
     /// Empties the cache.
     pub fn clear_cache(&self) {
-        self.resolver.cache.clear();
+        self.handler.clear_cache();
     }
 
     /// Stops serving: UDP workers finish their current batch (within about 100 ms), the TCP

@@ -8,13 +8,15 @@ use tokio::{
     sync::Semaphore,
 };
 
-use super::stats::bump;
-use crate::resolver::{Fast, Resolver};
+use super::{
+    handler::{DnsHandler, Transport},
+    stats::bump,
+};
 
 /// Accepts connections until the task is aborted.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    resolver: Arc<Resolver>,
+    handler: DnsHandler,
     idle_timeout: Duration,
     max_connections: usize,
 ) {
@@ -31,13 +33,13 @@ pub(crate) async fn accept_loop(
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             // Over the limit: close at once rather than queue.
-            bump(&resolver.counters.dropped);
+            bump(&handler.resolver.counters.dropped);
             drop(stream);
             continue;
         };
-        let resolver = Arc::clone(&resolver);
+        let handler = handler.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(stream, peer.ip(), resolver, idle_timeout).await {
+            if let Err(e) = serve(stream, peer.ip(), &handler, idle_timeout).await {
                 tracing::debug!(%peer, error = %e, "tcp connection ended");
             }
             drop(permit);
@@ -48,12 +50,11 @@ pub(crate) async fn accept_loop(
 async fn serve(
     mut stream: TcpStream,
     client: std::net::IpAddr,
-    resolver: Arc<Resolver>,
+    handler: &DnsHandler,
     idle_timeout: Duration,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut request = Vec::new();
-    let mut out = Vec::new();
     loop {
         let len = match tokio::time::timeout(idle_timeout, stream.read_u16()).await {
             Err(_) => return Ok(()),
@@ -65,20 +66,10 @@ async fn serve(
         tokio::time::timeout(idle_timeout, stream.read_exact(&mut request))
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        bump(&resolver.counters.tcp_queries);
-        let now = std::time::Instant::now();
-        match resolver.answer_fast(&request, client, false, now, &resolver.counters, &mut out) {
-            Fast::Reply => {}
-            Fast::ReplyAndRefresh(key) => {
-                let resolver = Arc::clone(&resolver);
-                tokio::spawn(async move { resolver.refresh(key.as_bytes()).await });
-            }
-            Fast::Drop => return Ok(()),
-            Fast::Miss(key) => out = resolver.answer_slow(&request, &key, false).await,
-        }
-        if out.is_empty() {
+        bump(&handler.resolver.counters.tcp_queries);
+        let Some(out) = handler.answer(&request, client, Transport::Tcp).await else {
             return Ok(());
-        }
+        };
         let len = u16::try_from(out.len()).map_err(std::io::Error::other)?;
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&len.to_be_bytes());

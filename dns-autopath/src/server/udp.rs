@@ -10,14 +10,15 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tokio::runtime::Handle;
 
-use super::stats::{Counters, bump};
-use crate::resolver::{Fast, Resolver};
+use super::{
+    handler::{CachedAnswer, DnsHandler, Transport},
+    stats::{Counters, bump},
+};
 
 /// Datagrams per system call.
 pub(crate) const BATCH: usize = 32;
@@ -242,9 +243,8 @@ impl SendBatch {
 /// Everything a worker thread needs.
 pub(crate) struct Worker {
     pub socket: Arc<Socket>,
-    pub resolver: Arc<Resolver>,
+    pub handler: DnsHandler,
     pub counters: Arc<Counters>,
-    pub runtime: Handle,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -272,7 +272,6 @@ impl Worker {
                     continue;
                 }
             };
-            let now = Instant::now();
             for i in 0..n {
                 bump(&self.counters.udp_queries);
                 let (Some(data), Some(from)) = recv.get(i) else {
@@ -281,34 +280,12 @@ impl Worker {
                 };
                 let out = send.next_buf();
                 match self
-                    .resolver
-                    .answer_fast(data, from.ip(), true, now, &self.counters, out)
+                    .handler
+                    .cached(data, from.ip(), Transport::Udp, &self.counters, out)
                 {
-                    Fast::Reply => send.commit(from.into()),
-                    Fast::Drop => {}
-                    Fast::ReplyAndRefresh(key) => {
-                        send.commit(from.into());
-                        let resolver = Arc::clone(&self.resolver);
-                        self.runtime.spawn(async move {
-                            resolver.refresh(key.as_bytes()).await;
-                        });
-                    }
-                    Fast::Miss(key) => {
-                        let request = data.to_vec();
-                        let resolver = Arc::clone(&self.resolver);
-                        let socket = Arc::clone(&self.socket);
-                        let counters = Arc::clone(&self.counters);
-                        self.runtime.spawn(async move {
-                            let reply = resolver.answer_slow(&request, &key, true).await;
-                            if reply.is_empty()
-                                || socket
-                                    .send_to_with_flags(&reply, &from.into(), libc::MSG_DONTWAIT)
-                                    .is_err()
-                            {
-                                bump(&counters.dropped);
-                            }
-                        });
-                    }
+                    CachedAnswer::Answered => send.commit(from.into()),
+                    CachedAnswer::Dropped => {}
+                    CachedAnswer::NeedsLookup => self.spawn_lookup(data.to_vec(), from),
                 }
             }
             let failed = send.flush(&self.socket);
@@ -316,5 +293,23 @@ impl Worker {
                 bump(&self.counters.dropped);
             }
         }
+    }
+
+    /// Answers a cache miss on the runtime and sends the reply from this worker's socket.
+    fn spawn_lookup(&self, request: Vec<u8>, from: SocketAddr) {
+        let handler = self.handler.clone();
+        let socket = Arc::clone(&self.socket);
+        let counters = Arc::clone(&self.counters);
+        self.handler.runtime.spawn(async move {
+            let sent = match handler.answer(&request, from.ip(), Transport::Udp).await {
+                Some(reply) => socket
+                    .send_to_with_flags(&reply, &from.into(), libc::MSG_DONTWAIT)
+                    .is_ok(),
+                None => false,
+            };
+            if !sent {
+                bump(&counters.dropped);
+            }
+        });
     }
 }

@@ -410,7 +410,7 @@ mod tests {
 
     /// A reply to `query` with `rcode` and optionally TC, echoing the question.
     fn reply_to(query: &[u8], rcode: u8, tc: bool) -> Vec<u8> {
-        let r = crate::wire::parse_request(query).unwrap();
+        let r = wire::parse_request(query).unwrap();
         let mut m = query[..r.question_end()].to_vec();
         m[2] |= 0x80 | if tc { 0x02 } else { 0 };
         m[3] = 0x80 | rcode;
@@ -433,7 +433,7 @@ mod tests {
         query.dnssec_ok = true;
         query.checking_disabled = true;
         let m = f.build_query(&query, 0xABCD);
-        let r = crate::wire::parse_request(&m).unwrap();
+        let r = wire::parse_request(&m).unwrap();
         assert_eq!(r.id, 0xABCD);
         assert!(r.dnssec_ok());
         assert!(r.checking_disabled());
