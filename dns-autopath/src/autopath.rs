@@ -155,10 +155,10 @@ impl AutoPathPlanner {
         let mut candidates: Vec<Name> = Vec::with_capacity(search.len() + 1);
         candidates.push(name.clone());
         for suffix in &search[1..] {
-            if let Ok(candidate) = base.join(suffix) {
-                if !candidates.contains(&candidate) {
-                    candidates.push(candidate);
-                }
+            if let Ok(candidate) = base.join(suffix)
+                && !candidates.contains(&candidate)
+            {
+                candidates.push(candidate);
             }
         }
         if base.dots() < usize::from(self.ndots) && !candidates.contains(&base) {

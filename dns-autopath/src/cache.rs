@@ -12,7 +12,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher},
+    hash::BuildHasher,
     sync::{
         Arc, PoisonError, RwLock,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
@@ -40,7 +40,7 @@ const NO_SOA_NEGATIVE_TTL: u32 = 5;
 /// TTL given to stale answers (RFC 8767 §4 recommends 30 s).
 pub(crate) const STALE_ANSWER_TTL: u32 = 30;
 
-/// Cache settings. Defaults follow NodeLocal DNSCache (`success 9984 30`, `denial 9984 5`).
+/// Cache settings. Defaults follow `NodeLocal DNSCache` (`success 9984 30`, `denial 9984 5`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -430,17 +430,17 @@ impl Entry {
             let ar = u16::from_be_bytes([out[10], out[11]]).saturating_add(1);
             out[10..12].copy_from_slice(&ar.to_be_bytes());
         }
-        if let Some(limit) = udp_limit {
-            if out.len() > limit {
-                // Header and question only, TC set: the client retries over TCP.
-                out.truncate(self.qname_end + 4);
-                let flags = flags | FLAG_TC;
-                out[2..4].copy_from_slice(&flags.to_be_bytes());
-                out[6..10].fill(0);
-                out[10..12].copy_from_slice(&u16::from(request.edns.is_some()).to_be_bytes());
-                if let Some(edns) = request.edns {
-                    wire::push_opt(out, server_payload, edns.dnssec_ok, 0);
-                }
+        if let Some(limit) = udp_limit
+            && out.len() > limit
+        {
+            // Header and question only, TC set: the client retries over TCP.
+            out.truncate(self.qname_end + 4);
+            let flags = flags | FLAG_TC;
+            out[2..4].copy_from_slice(&flags.to_be_bytes());
+            out[6..10].fill(0);
+            out[10..12].copy_from_slice(&u16::from(request.edns.is_some()).to_be_bytes());
+            if let Some(edns) = request.edns {
+                wire::push_opt(out, server_payload, edns.dnssec_ok, 0);
             }
         }
     }
@@ -507,13 +507,11 @@ impl Cache {
     }
 
     fn shard(&self, key: &[u8]) -> &Shard {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
         #[expect(
             clippy::cast_possible_truncation,
             reason = "only the low bits pick a shard"
         )]
-        let i = (h.finish() as usize) % self.shards.len();
+        let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
         &self.shards[i]
     }
 

@@ -44,7 +44,7 @@ pub struct NodeDnsConfig {
 
 impl NodeDnsConfig {
     /// A working example: node-local address, AutoPath for `cluster.local` with ndots 5, the
-    /// NodeLocal DNSCache cache defaults, one upstream, a Service and a pod.
+    /// `NodeLocal DNSCache` cache defaults, one upstream, a Service and a pod.
     pub const EXAMPLE: &'static str = r#"{
   "server": {
     "listen": "169.254.20.10:53",
@@ -110,7 +110,7 @@ impl NodeDnsConfig {
             self.cluster,
         )?);
         for service in self.services {
-            table.upsert_service(service)?;
+            table.upsert_service(&service)?;
         }
         for pod in &self.pods {
             table.upsert_pod(pod)?;

@@ -25,7 +25,7 @@
 //! };
 //!
 //! let table = Arc::new(ClusterTable::new("cluster.local".parse()?));
-//! table.upsert_service(Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse()?]))?;
+//! table.upsert_service(&Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse()?]))?;
 //! let pods = Arc::new(StaticPodIndex::new());
 //! pods.insert("198.18.0.10".parse()?, "prod"); // fed by the IP allocator
 //! let upstream = Forwarder::new(ForwarderConfig::new(vec!["10.0.0.2:53".parse()?]))?;

@@ -8,7 +8,7 @@
 //! (concurrent misses wait for the first), then
 //! - AutoPath keys: walk the plan's candidates through the plain path below and synthesize the
 //!   answer ([`crate::synthesis`]);
-//! - plain keys: the cluster records if they claim the name (following an ExternalName CNAME),
+//! - plain keys: the cluster records if they claim the name (following an `ExternalName` CNAME),
 //!   else the upstream seam; on upstream failure a stale entry if allowed, else SERVFAIL.
 //!
 //! Every result is stored in the cache under its key, and every intermediate step of a walk
@@ -38,7 +38,7 @@ use crate::{
     },
 };
 
-/// How deep ExternalName CNAMEs are followed.
+/// How deep `ExternalName` CNAMEs are followed.
 const MAX_CNAME_DEPTH: u8 = 8;
 
 /// What the fast path did.
@@ -53,6 +53,9 @@ pub(crate) enum Fast {
     Miss(KeyBuf),
 }
 
+/// Keys being computed, with the channel their result will be announced on.
+type Inflight = Mutex<HashMap<Box<[u8]>, broadcast::Sender<Arc<Entry>>>>;
+
 /// The pipeline.
 pub(crate) struct Resolver {
     pub(crate) cache: Cache,
@@ -60,7 +63,7 @@ pub(crate) struct Resolver {
     pods: Arc<dyn PodIndex>,
     upstream: Arc<dyn Upstream>,
     planner: Option<AutoPathPlanner>,
-    inflight: Mutex<HashMap<Box<[u8]>, broadcast::Sender<Arc<Entry>>>>,
+    inflight: Inflight,
     /// Counters of the slow path and TCP.
     pub(crate) counters: Counters,
     pub(crate) server_payload: u16,
@@ -185,17 +188,17 @@ impl Resolver {
         if self.autopath_applies(&key, req.qclass, client) {
             key.set_flags(flags | KEY_AUTOPATH);
         }
-        if let Some(entry) = self.cache.get(key.as_bytes()) {
-            if self.usable(&entry, now) {
-                bump(&counters.cache_hits);
-                let refresh = entry.hit(now, self.cache.config().prefetch);
-                self.write(&entry, &req, now, udp, counters, out);
-                return if refresh {
-                    Fast::ReplyAndRefresh(key)
-                } else {
-                    Fast::Reply
-                };
-            }
+        if let Some(entry) = self.cache.get(key.as_bytes())
+            && self.usable(&entry, now)
+        {
+            bump(&counters.cache_hits);
+            let refresh = entry.hit(now, self.cache.config().prefetch);
+            self.write(&entry, &req, now, udp, counters, out);
+            return if refresh {
+                Fast::ReplyAndRefresh(key)
+            } else {
+                Fast::Reply
+            };
         }
         bump(&counters.cache_misses);
         Fast::Miss(key)
@@ -269,10 +272,10 @@ impl Resolver {
     }
 
     async fn resolve_key(&self, key: &[u8]) -> Arc<Entry> {
-        if let Some(entry) = self.cache.get(key) {
-            if self.usable(&entry, Instant::now()) {
-                return entry;
-            }
+        if let Some(entry) = self.cache.get(key)
+            && self.usable(&entry, Instant::now())
+        {
+            return entry;
         }
         self.singleflight(key, self.compute(key)).await
     }
@@ -348,10 +351,10 @@ impl Resolver {
     fn resolve_plain<'a>(&'a self, q: &'a Question, depth: u8) -> BoxFuture<'a, Arc<Entry>> {
         Box::pin(async move {
             let key = q.key();
-            if let Some(entry) = self.cache.get(key.as_bytes()) {
-                if self.usable(&entry, Instant::now()) {
-                    return entry;
-                }
+            if let Some(entry) = self.cache.get(key.as_bytes())
+                && self.usable(&entry, Instant::now())
+            {
+                return entry;
             }
             let entry = self
                 .singleflight(key.as_bytes(), self.compute_plain(q, key.as_bytes(), depth))
@@ -481,11 +484,11 @@ impl Resolver {
     fn stale_or_servfail(&self, q: &Question, key: &[u8]) -> Arc<Entry> {
         let now = Instant::now();
         let config = self.cache.config();
-        if let Some(stale) = self.cache.get(key) {
-            if stale.is_stale_servable(now, config.serve_stale) {
-                bump(&self.counters.stale_answers);
-                return Arc::new(stale.stale_copy(config.servfail_ttl, now));
-            }
+        if let Some(stale) = self.cache.get(key)
+            && stale.is_stale_servable(now, config.serve_stale)
+        {
+            bump(&self.counters.stale_answers);
+            return Arc::new(stale.stale_copy(config.servfail_ttl, now));
         }
         self.servfail_entry(&q.name, q.qtype, q.qclass)
     }

@@ -35,7 +35,7 @@ fn table() -> Arc<ClusterTable> {
     let table = Arc::new(ClusterTable::new("cluster.local".parse().unwrap()));
     table
         .upsert_service(
-            Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse().unwrap()]).with_port(
+            &Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse().unwrap()]).with_port(
                 Some("http"),
                 Protocol::Tcp,
                 80,
@@ -43,7 +43,7 @@ fn table() -> Arc<ClusterTable> {
         )
         .unwrap();
     table
-        .upsert_service(Service::cluster_ip(
+        .upsert_service(&Service::cluster_ip(
             "other",
             "db",
             vec!["10.96.0.11".parse().unwrap()],

@@ -34,7 +34,7 @@ async fn fixture(cache: CacheConfig, autopath: bool) -> Fixture {
     let table = Arc::new(ClusterTable::new("cluster.local".parse().unwrap()));
     table
         .upsert_service(
-            Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse().unwrap()]).with_port(
+            &Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse().unwrap()]).with_port(
                 Some("http"),
                 Protocol::Tcp,
                 80,
@@ -42,14 +42,14 @@ async fn fixture(cache: CacheConfig, autopath: bool) -> Fixture {
         )
         .unwrap();
     table
-        .upsert_service(Service::cluster_ip(
+        .upsert_service(&Service::cluster_ip(
             "other",
             "db",
             vec!["10.96.0.11".parse().unwrap()],
         ))
         .unwrap();
     table
-        .upsert_service(Service::headless(
+        .upsert_service(&Service::headless(
             "prod",
             "pets",
             vec![Endpoint::with_hostname(
@@ -59,7 +59,7 @@ async fn fixture(cache: CacheConfig, autopath: bool) -> Fixture {
         ))
         .unwrap();
     table
-        .upsert_service(Service::external_name(
+        .upsert_service(&Service::external_name(
             "prod",
             "ext",
             "www.example.test".parse().unwrap(),
@@ -315,7 +315,7 @@ async fn service_changes_take_effect_before_the_ttl_ends() {
     let m = ask(f.addr, "web.prod.svc.cluster.local.", RecordType::A).await;
     assert_eq!(m.answers.len(), 1);
     f.table
-        .upsert_service(Service::cluster_ip(
+        .upsert_service(&Service::cluster_ip(
             "prod",
             "web",
             vec!["10.96.0.99".parse().unwrap()],

@@ -13,7 +13,7 @@ pub struct Service {
     pub namespace: String,
     /// Service name (a DNS label).
     pub name: String,
-    /// ClusterIP, headless or ExternalName.
+    /// ClusterIP, headless or `ExternalName`.
     #[serde(flatten)]
     pub kind: ServiceKind,
     /// Ports; named ones get SRV records.
@@ -44,7 +44,7 @@ impl Service {
         }
     }
 
-    /// An ExternalName Service (a CNAME to `target`).
+    /// An `ExternalName` Service (a CNAME to `target`).
     #[must_use]
     pub fn external_name(namespace: &str, name: &str, target: Name) -> Self {
         Self {
@@ -76,7 +76,7 @@ impl Service {
 pub enum ServiceKind {
     /// A virtual IP per family.
     ClusterIp {
-        /// The ClusterIPs.
+        /// The `ClusterIPs`.
         cluster_ips: Vec<IpAddr>,
     },
     /// No virtual IP: the name resolves to the ready endpoints.
@@ -137,7 +137,7 @@ impl Protocol {
 pub struct Endpoint {
     /// Addresses (one per family).
     pub ips: Vec<IpAddr>,
-    /// Explicit hostname (StatefulSet pods); otherwise the address with dashes stands in.
+    /// Explicit hostname (`StatefulSet` pods); otherwise the address with dashes stands in.
     #[serde(default)]
     pub hostname: Option<String>,
     /// Only ready endpoints are published.

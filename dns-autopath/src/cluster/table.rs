@@ -80,7 +80,7 @@ struct Inner {
 /// - headless Service: A/AAAA per ready endpoint, `<hostname>.<svc>...` per endpoint (the
 ///   address with dashes when no hostname is set), SRV per endpoint and named port, PTR per
 ///   endpoint address; no ready endpoint: the name does not exist;
-/// - ExternalName Service: a CNAME;
+/// - `ExternalName` Service: a CNAME;
 /// - `<a-b-c-d>.<ns>.pod.<zone>` A/AAAA per [`PodRecords`];
 /// - `dns-version.<zone>` TXT, the zone's SOA and NS;
 /// - names that exist without records of the asked type (including empty non-terminals such as
@@ -94,7 +94,7 @@ struct Inner {
 ///
 /// let table = ClusterTable::new("cluster.local".parse().unwrap());
 /// table.upsert_service(
-///     Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse().unwrap()])
+///     &Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse().unwrap()])
 ///         .with_port(Some("http"), Protocol::Tcp, 80),
 /// ).unwrap();
 /// let answer = table.lookup(&"web.prod.svc.cluster.local".parse().unwrap(), RecordType::A);
@@ -202,8 +202,8 @@ impl ClusterTable {
     ///
     /// # Errors
     /// When its namespace, name, port names or endpoint hostnames are not valid DNS labels.
-    pub fn upsert_service(&self, service: Service) -> Result<(), Error> {
-        let records = self.service_records(&service)?;
+    pub fn upsert_service(&self, service: &Service) -> Result<(), Error> {
+        let records = self.service_records(service)?;
         let owner = Owner::Service {
             namespace: service.namespace.to_ascii_lowercase(),
             name: service.name.to_ascii_lowercase(),
@@ -315,10 +315,10 @@ impl ClusterTable {
             }
             return;
         }
-        if let Some(node) = inner.names.get_mut(&record.name) {
-            if let Some(i) = node.records.iter().position(|r| r == record) {
-                node.records.swap_remove(i);
-            }
+        if let Some(node) = inner.names.get_mut(&record.name)
+            && let Some(i) = node.records.iter().position(|r| r == record)
+        {
+            node.records.swap_remove(i);
         }
         let mut name = Some(record.name.clone());
         while let Some(n) = name {
@@ -496,19 +496,19 @@ impl ClusterRecords for ClusterTable {
         let inner = self.read();
         let Some(node) = inner.names.get(name) else {
             drop(inner);
-            if self.config.pod_records == PodRecords::Insecure {
-                if let Some(record) = self.insecure_pod(name) {
-                    return Some(
-                        if record.record_type() == qtype || qtype == RecordType::ANY {
-                            Lookup::Answer {
-                                answers: vec![record],
-                                additionals: Vec::new(),
-                            }
-                        } else {
-                            Lookup::NoData { soa }
-                        },
-                    );
-                }
+            if self.config.pod_records == PodRecords::Insecure
+                && let Some(record) = self.insecure_pod(name)
+            {
+                return Some(
+                    if record.record_type() == qtype || qtype == RecordType::ANY {
+                        Lookup::Answer {
+                            answers: vec![record],
+                            additionals: Vec::new(),
+                        }
+                    } else {
+                        Lookup::NoData { soa }
+                    },
+                );
             }
             return Some(Lookup::NxDomain { soa });
         };
@@ -518,13 +518,13 @@ impl ClusterRecords for ClusterTable {
         }
         let mut additionals = Vec::new();
         for r in &answers {
-            if let RecordData::Srv { target, .. } = &r.data {
-                if let Some(t) = inner.names.get(target) {
-                    for a in &t.records {
-                        let is_address = matches!(a.data, RecordData::A(_) | RecordData::Aaaa(_));
-                        if is_address && !additionals.contains(a) {
-                            additionals.push(a.clone());
-                        }
+            if let RecordData::Srv { target, .. } = &r.data
+                && let Some(t) = inner.names.get(target)
+            {
+                for a in &t.records {
+                    let is_address = matches!(a.data, RecordData::A(_) | RecordData::Aaaa(_));
+                    if is_address && !additionals.contains(a) {
+                        additionals.push(a.clone());
                     }
                 }
             }
@@ -562,14 +562,14 @@ mod tests {
     fn table() -> ClusterTable {
         let t = ClusterTable::new(n("cluster.local"));
         t.upsert_service(
-            Service::cluster_ip("prod", "web", vec![ip("10.96.0.10"), ip("fd00:96::10")])
+            &Service::cluster_ip("prod", "web", vec![ip("10.96.0.10"), ip("fd00:96::10")])
                 .with_port(Some("http"), Protocol::Tcp, 80)
                 .with_port(None, Protocol::Tcp, 8080)
                 .with_port(Some("dns"), Protocol::Udp, 53),
         )
         .unwrap();
         t.upsert_service(
-            Service::headless(
+            &Service::headless(
                 "prod",
                 "db",
                 vec![
@@ -585,7 +585,7 @@ mod tests {
             .with_port(Some("pg"), Protocol::Tcp, 5432),
         )
         .unwrap();
-        t.upsert_service(Service::external_name("prod", "ext", n("www.example.com")))
+        t.upsert_service(&Service::external_name("prod", "ext", n("www.example.com")))
             .unwrap();
         t.upsert_pod(&Pod {
             namespace: "prod".into(),
@@ -697,7 +697,7 @@ mod tests {
             ["7.0.18.198.in-addr.arpa. 5 IN PTR db-0.db.prod.svc.cluster.local."]
         );
         // No ready endpoints: NXDOMAIN.
-        t.upsert_service(Service::headless("prod", "empty", vec![]))
+        t.upsert_service(&Service::headless("prod", "empty", vec![]))
             .unwrap();
         assert!(is_nx(&t, "empty.prod.svc.cluster.local", RecordType::A));
     }
@@ -795,7 +795,7 @@ mod tests {
     fn updates_and_removals_change_the_generation_and_clean_up() {
         let t = table();
         let g0 = t.generation();
-        t.upsert_service(Service::cluster_ip("prod", "web", vec![ip("10.96.0.11")]))
+        t.upsert_service(&Service::cluster_ip("prod", "web", vec![ip("10.96.0.11")]))
             .unwrap();
         assert!(t.generation() > g0);
         assert_eq!(
@@ -837,9 +837,9 @@ mod tests {
     fn invalid_labels_are_typed_errors() {
         let t = table();
         let bad = Service::cluster_ip("prod", &"x".repeat(64), vec![ip("10.96.0.1")]);
-        assert!(matches!(t.upsert_service(bad), Err(Error::Name { .. })));
+        assert!(matches!(t.upsert_service(&bad), Err(Error::Name { .. })));
         let bad = Service::cluster_ip("", "web", vec![ip("10.96.0.1")]);
-        assert!(matches!(t.upsert_service(bad), Err(Error::Name { .. })));
+        assert!(matches!(t.upsert_service(&bad), Err(Error::Name { .. })));
         // The failed updates changed nothing.
         assert_eq!(
             answers(&t, "web.prod.svc.cluster.local", RecordType::A).len(),

@@ -29,7 +29,7 @@ use crate::{
 };
 use stats::Counters;
 
-/// The conventional node-local DNS address (NodeLocal DNSCache).
+/// The conventional node-local DNS address (`NodeLocal DNSCache`).
 pub const NODE_LOCAL_DNS: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(169, 254, 20, 10)), 53);
 
@@ -185,6 +185,10 @@ impl DnsServerBuilder {
     ///
     /// # Errors
     /// Without a runtime, on invalid configuration, or when binding fails.
+    #[expect(
+        clippy::unused_async,
+        reason = "async so that it is called within the runtime the server will use"
+    )]
     pub async fn bind(self) -> Result<DnsServer, Error> {
         let config = self.config;
         let handler = DnsHandler::new(&config, self.records, self.pods, self.upstream)?;
@@ -281,7 +285,7 @@ fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
 /// };
 ///
 /// let table = Arc::new(ClusterTable::new("cluster.local".parse()?));
-/// table.upsert_service(Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse()?]))?;
+/// table.upsert_service(&Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse()?]))?;
 /// let pods = Arc::new(StaticPodIndex::new());
 /// pods.insert("198.18.0.10".parse()?, "prod");
 /// let server = DnsServer::builder(ServerConfig::new("169.254.20.10:53".parse()?))

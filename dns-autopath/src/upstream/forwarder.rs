@@ -36,7 +36,7 @@ pub struct ForwarderConfig {
     /// UDP payload size advertised upstream (EDNS0); 1232 avoids IP fragmentation.
     #[serde(default = "default_payload")]
     pub edns_payload: u16,
-    /// Always use TCP (NodeLocal DNSCache's `force_tcp` towards kube-dns).
+    /// Always use TCP (`NodeLocal DNSCache`'s `force_tcp` towards kube-dns).
     #[serde(default)]
     pub force_tcp: bool,
     /// Retry over TCP when a UDP answer is truncated.
