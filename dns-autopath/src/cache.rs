@@ -159,6 +159,7 @@ impl Default for PrefetchConfig {
 }
 
 /// A cache key built on the stack.
+#[derive(Clone)]
 pub(crate) struct KeyBuf {
     buf: [u8; KEY_MAX],
     len: usize,

@@ -6,7 +6,7 @@ use std::{net::IpAddr, sync::Arc, time::Instant};
 use super::{ServerConfig, ServerStats, stats::Counters};
 use crate::{
     AutoPathPlanner, ClusterRecords, Error, PodIndex,
-    cache::Cache,
+    cache::{Cache, KeyBuf},
     resolver::{Fast, Resolver},
     upstream::Upstream,
 };
@@ -139,21 +139,33 @@ impl DnsHandler {
         counters: &Counters,
         out: &mut Vec<u8>,
     ) -> CachedAnswer {
-        let udp = transport == Transport::Udp;
-        match self
-            .resolver
-            .answer_fast(request, client, udp, Instant::now(), counters, out)
-        {
-            Fast::Reply => CachedAnswer::Answered,
+        match self.fast(request, client, transport, counters, out) {
+            Fast::Reply | Fast::ReplyAndRefresh(_) => CachedAnswer::Answered,
             Fast::Drop => CachedAnswer::Dropped,
-            Fast::ReplyAndRefresh(key) => {
-                let resolver = Arc::clone(&self.resolver);
-                self.runtime
-                    .spawn(async move { resolver.refresh(key.as_bytes()).await });
-                CachedAnswer::Answered
-            }
             Fast::Miss(_) => CachedAnswer::NeedsLookup,
         }
+    }
+
+    /// The fast path; starts the background refresh itself when one is due.
+    pub(crate) fn fast(
+        &self,
+        request: &[u8],
+        client: IpAddr,
+        transport: Transport,
+        counters: &Counters,
+        out: &mut Vec<u8>,
+    ) -> Fast {
+        let udp = transport == Transport::Udp;
+        let fast = self
+            .resolver
+            .answer_fast(request, client, udp, Instant::now(), counters, out);
+        if let Fast::ReplyAndRefresh(key) = &fast {
+            let key = key.clone();
+            let resolver = Arc::clone(&self.resolver);
+            self.runtime
+                .spawn(async move { resolver.refresh(key.as_bytes()).await });
+        }
+        fast
     }
 
     /// Answers `request` from `client`: from the cache if possible, else after looking it up.
@@ -164,26 +176,27 @@ impl DnsHandler {
         client: IpAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let udp = transport == Transport::Udp;
         let mut out = Vec::new();
         let counters = &self.resolver.counters;
-        match self
-            .resolver
-            .answer_fast(request, client, udp, Instant::now(), counters, &mut out)
-        {
-            Fast::Reply => Some(out),
+        match self.fast(request, client, transport, counters, &mut out) {
+            Fast::Reply | Fast::ReplyAndRefresh(_) => Some(out),
             Fast::Drop => None,
-            Fast::ReplyAndRefresh(key) => {
-                let resolver = Arc::clone(&self.resolver);
-                self.runtime
-                    .spawn(async move { resolver.refresh(key.as_bytes()).await });
-                Some(out)
-            }
-            Fast::Miss(key) => {
-                let reply = self.resolver.answer_slow(request, &key, udp).await;
-                (!reply.is_empty()).then_some(reply)
-            }
+            Fast::Miss(key) => self.lookup(request, &key, transport).await,
         }
+    }
+
+    /// The slow path for a request the fast path could not answer.
+    pub(crate) async fn lookup(
+        &self,
+        request: &[u8],
+        key: &KeyBuf,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let reply = self
+            .resolver
+            .answer_slow(request, key, transport == Transport::Udp)
+            .await;
+        (!reply.is_empty()).then_some(reply)
     }
 
     /// Counters of this handler (requests it handled itself, lookups, cache).

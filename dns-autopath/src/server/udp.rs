@@ -16,9 +16,10 @@ use std::{
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{
-    handler::{CachedAnswer, DnsHandler, Transport},
+    handler::{DnsHandler, Transport},
     stats::{Counters, bump},
 };
+use crate::{cache::KeyBuf, resolver::Fast};
 
 /// Datagrams per system call.
 pub(crate) const BATCH: usize = 32;
@@ -281,11 +282,11 @@ impl Worker {
                 let out = send.next_buf();
                 match self
                     .handler
-                    .cached(data, from.ip(), Transport::Udp, &self.counters, out)
+                    .fast(data, from.ip(), Transport::Udp, &self.counters, out)
                 {
-                    CachedAnswer::Answered => send.commit(from.into()),
-                    CachedAnswer::Dropped => {}
-                    CachedAnswer::NeedsLookup => self.spawn_lookup(data.to_vec(), from),
+                    Fast::Reply | Fast::ReplyAndRefresh(_) => send.commit(from.into()),
+                    Fast::Drop => {}
+                    Fast::Miss(key) => self.spawn_lookup(data.to_vec(), key, from),
                 }
             }
             let failed = send.flush(&self.socket);
@@ -296,12 +297,12 @@ impl Worker {
     }
 
     /// Answers a cache miss on the runtime and sends the reply from this worker's socket.
-    fn spawn_lookup(&self, request: Vec<u8>, from: SocketAddr) {
+    fn spawn_lookup(&self, request: Vec<u8>, key: KeyBuf, from: SocketAddr) {
         let handler = self.handler.clone();
         let socket = Arc::clone(&self.socket);
         let counters = Arc::clone(&self.counters);
         self.handler.runtime.spawn(async move {
-            let sent = match handler.answer(&request, from.ip(), Transport::Udp).await {
+            let sent = match handler.lookup(&request, &key, Transport::Udp).await {
                 Some(reply) => socket
                     .send_to_with_flags(&reply, &from.into(), libc::MSG_DONTWAIT)
                     .is_ok(),
