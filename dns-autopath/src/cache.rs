@@ -262,6 +262,7 @@ impl Entry {
         now: Instant,
     ) -> Result<Self, EntryError> {
         let layout = wire::walk(&msg)?;
+        wire::check_names(&msg, &layout)?;
         if layout.qdcount != 1 {
             return Err(EntryError::Questions(layout.qdcount));
         }
@@ -613,9 +614,9 @@ mod tests {
         m[10..12].fill(0);
         m.extend_from_slice(&[0xC0, 0x0C, 0, 6, 0, 1]);
         m.extend_from_slice(&soa_ttl.to_be_bytes());
-        m.extend_from_slice(&22u16.to_be_bytes());
+        m.extend_from_slice(&24u16.to_be_bytes());
         m.extend_from_slice(&[0xC0, 0x0C, 0xC0, 0x0C]);
-        m.extend_from_slice(&[0; 14]);
+        m.extend_from_slice(&[0; 16]);
         m.extend_from_slice(&minimum.to_be_bytes());
         m
     }

@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use crate::name::skip_wire_name;
+use crate::name::{read_wire_name, skip_wire_name};
 
 /// Size of the fixed header.
 pub(crate) const HEADER_LEN: usize = 12;
@@ -329,6 +329,8 @@ pub(crate) enum WireError {
     Name(usize),
     #[error("record truncated at offset {0}")]
     Truncated(usize),
+    #[error("record data of type {0} does not match its length")]
+    Rdata(u16),
 }
 
 /// Walks every section of `msg`.
@@ -388,6 +390,40 @@ pub(crate) fn walk(msg: &[u8]) -> Result<Layout, WireError> {
         records,
         end: pos,
     })
+}
+
+/// Checks every name a client will decompress: record owners, and the names inside the data
+/// of the types that may be compressed (RFC 3597 §4: NS, CNAME, SOA, PTR, MX; plus SRV and
+/// DNAME, which decoders accept compressed). Pointers must point backwards, names must fit
+/// their record data exactly. Run on every response before it is cached or served.
+pub(crate) fn check_names(msg: &[u8], layout: &Layout) -> Result<(), WireError> {
+    let name_at = |at: usize| read_wire_name(msg, at, |_| Ok(())).map_err(|_| WireError::Name(at));
+    for rr in &layout.records {
+        name_at(rr.start)?;
+        let rdata = rr.rdata.clone();
+        // (offset of the first name, number of names, fixed bytes after the names)
+        let shape = match rr.rtype {
+            2 | 5 | 12 | 39 => Some((0, 1, 0)),
+            15 => Some((2, 1, 0)),
+            33 => Some((6, 1, 0)),
+            TYPE_SOA => Some((0, 2, 20)),
+            _ => None,
+        };
+        let Some((offset, names, tail)) = shape else {
+            continue;
+        };
+        let mut pos = rdata.start + offset;
+        for _ in 0..names {
+            if pos >= rdata.end {
+                return Err(WireError::Rdata(rr.rtype));
+            }
+            pos = name_at(pos)?;
+        }
+        if pos + tail != rdata.end {
+            return Err(WireError::Rdata(rr.rtype));
+        }
+    }
+    Ok(())
 }
 
 /// The SOA MINIMUM field of an SOA record's rdata (its last four bytes).
@@ -590,6 +626,24 @@ pub(crate) mod tests {
         assert_eq!(soa_minimum(&m, &layout.records[1]), Some(30));
         assert_eq!(layout.end, m.len());
         assert!(walk(&m[..m.len() - 1]).is_err());
+        assert_eq!(check_names(&m, &layout), Ok(()));
+        // A forward pointer in the SOA's data.
+        let mut bad = m.clone();
+        let mname = layout.records[1].rdata.start;
+        bad[mname + 1] = 0xF0;
+        assert!(matches!(
+            check_names(&bad, &walk(&bad).unwrap()),
+            Err(WireError::Name(_))
+        ));
+        // An SOA whose data is one byte longer than its names and numbers.
+        let mut long = m.clone();
+        long.push(0);
+        let len_at = layout.records[1].rdata.start - 2;
+        long[len_at + 1] += 1;
+        assert_eq!(
+            check_names(&long, &walk(&long).unwrap()),
+            Err(WireError::Rdata(TYPE_SOA))
+        );
         assert!(names_equal_ignore_case(b"\x01A\x00", b"\x01a\x00"));
         assert!(!names_equal_ignore_case(b"\x01A\x00", b"\x01b\x00"));
     }

@@ -572,3 +572,75 @@ async fn cname_chains_from_upstream_are_kept_whole() {
     );
     assert!(matches!(m.answers[2].data, RData::A(_)));
 }
+
+/// An upstream that answers with mutations of a valid reply to the question asked.
+struct Garbling {
+    seed: std::sync::Mutex<u64>,
+}
+
+#[async_trait::async_trait]
+impl cnikit_dns_autopath::upstream::Upstream for Garbling {
+    async fn query(
+        &self,
+        q: &cnikit_dns_autopath::upstream::UpstreamQuery,
+    ) -> Result<Vec<u8>, cnikit_dns_autopath::upstream::UpstreamError> {
+        let mut seed = self.seed.lock().unwrap();
+        let mut next = || {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed
+        };
+        let name = q.name.to_string();
+        let mut m = query_message(&name, RecordType::from(q.qtype.0), true);
+        m.metadata.message_type = hickory_proto::op::MessageType::Response;
+        m.add_answer(a(&name, 60, "198.18.3.3"));
+        m.add_answer(cname(&name, 60, "alias.example.test."));
+        let mut bytes = m.to_vec().unwrap();
+        for _ in 0..next() % 4 {
+            let at = (next() as usize) % bytes.len();
+            bytes[at] = next() as u8;
+        }
+        if next() % 3 == 0 {
+            let keep = (next() as usize) % (bytes.len() + 1);
+            bytes.truncate(keep);
+        }
+        Ok(bytes)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_upstream_never_breaks_the_server() {
+    let pods = Arc::new(StaticPodIndex::new());
+    pods.insert("127.0.0.1".parse().unwrap(), "prod");
+    let server = DnsServer::builder(
+        ServerConfig::new("127.0.0.1:0".parse().unwrap())
+            .udp_workers(1)
+            .cache(CacheConfig::default().capacity(0)),
+    )
+    .records(Arc::new(ClusterTable::new(
+        "cluster.local".parse().unwrap(),
+    )))
+    .pod_index(pods as Arc<dyn PodIndex>)
+    .upstream(Arc::new(Garbling {
+        seed: std::sync::Mutex::new(0x9E37_79B9_7F4A_7C15),
+    }))
+    .bind()
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let mut codes = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        let name = if i % 2 == 0 {
+            format!("n{i}.example.test.prod.svc.cluster.local.")
+        } else {
+            format!("n{i}.example.test.")
+        };
+        let m = ask(addr, &name, RecordType::A).await;
+        assert_eq!(m.queries[0].name().to_ascii(), name);
+        codes.insert(u16::from(m.metadata.response_code));
+    }
+    // Some garbage survives validation and is served, the rest becomes SERVFAIL.
+    assert!(codes.contains(&0) && codes.contains(&2), "{codes:?}");
+    assert!(server.stats().upstream_failures > 0);
+}
