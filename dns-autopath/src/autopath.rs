@@ -150,11 +150,20 @@ impl AutoPathPlanner {
         if qclass != DnsClass::IN || qtype.is_meta() {
             return None;
         }
-        let search = self.search_list(client_namespace?).ok()?;
-        let base = name.strip_suffix(&search[0])?;
-        let mut candidates: Vec<Name> = Vec::with_capacity(search.len() + 1);
+        let namespace = client_namespace?;
+        // The cheap test first: most names are not below `<namespace>.svc.<zone>`.
+        let label = self.namespace_label(name.as_wire())?;
+        if !label.eq_ignore_ascii_case(namespace.as_bytes()) {
+            return None;
+        }
+        let first = self.svc_zone.prepend(namespace.as_bytes()).ok()?;
+        let base = name.strip_suffix(&first)?;
+        let mut candidates: Vec<Name> = Vec::with_capacity(self.extra_search.len() + 4);
         candidates.push(name.clone());
-        for suffix in &search[1..] {
+        let rest = [&self.svc_zone, &self.cluster_domain]
+            .into_iter()
+            .chain(&self.extra_search);
+        for suffix in rest {
             if let Ok(candidate) = base.join(suffix)
                 && !candidates.contains(&candidate)
             {
