@@ -37,7 +37,6 @@ use std::{
 use cnikit_benches::{Summary, ms, privilege, report, smoke_mode, us};
 use cnikit_dns_autopath::{
     AutoPathConfig, ClusterRecords, DnsServer, Name, PodIndex, ServerConfig, StaticPodIndex,
-    cluster::{ClusterTable, Service},
     upstream::{Forwarder, ForwarderConfig},
 };
 use cnikit_test_support::netns::{Role, TestNetns};
@@ -183,21 +182,7 @@ fn main() {
         node.command("dnsmasq").unwrap(),
     );
 
-    let table = Arc::new(ClusterTable::new("cluster.local".parse().unwrap()));
-    table
-        .upsert_service(&Service::cluster_ip(
-            "prod",
-            "web",
-            vec!["10.96.0.10".parse().unwrap()],
-        ))
-        .unwrap();
-    table
-        .upsert_service(&Service::cluster_ip(
-            "other",
-            "db",
-            vec!["10.96.0.11".parse().unwrap()],
-        ))
-        .unwrap();
+    let table = dns_support::cluster_table();
     let pods = Arc::new(StaticPodIndex::new());
     pods.insert("198.18.0.10".parse().unwrap(), "prod");
     let addrs: [SocketAddr; 2] = [

@@ -19,11 +19,13 @@ use std::{hint::black_box, net::IpAddr, sync::Arc, time::Instant};
 use cnikit_benches::{Summary, report, smoke_mode};
 use cnikit_dns_autopath::{
     AutoPathConfig, AutoPathPlanner, DnsClass, Name, RecordType, ServerConfig, StaticPodIndex,
-    cluster::{ClusterTable, Service},
     server::{CachedAnswer, DnsHandler, Transport},
     upstream::NoUpstream,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
+
+#[path = "dns_support/mod.rs"]
+mod dns_support;
 
 /// A wire-format query with EDNS.
 fn query(name: &str, qtype: u16) -> Vec<u8> {
@@ -59,21 +61,7 @@ fn bench(c: &mut Criterion) {
     let external: Name = "www.example.com.prod.svc.cluster.local".parse().unwrap();
     let direct: Name = "www.example.com".parse().unwrap();
 
-    let table = Arc::new(ClusterTable::new("cluster.local".parse().unwrap()));
-    table
-        .upsert_service(&Service::cluster_ip(
-            "prod",
-            "web",
-            vec!["10.96.0.10".parse().unwrap()],
-        ))
-        .unwrap();
-    table
-        .upsert_service(&Service::cluster_ip(
-            "other",
-            "db",
-            vec!["10.96.0.11".parse().unwrap()],
-        ))
-        .unwrap();
+    let table = dns_support::cluster_table();
     let pods = Arc::new(StaticPodIndex::new());
     let client: IpAddr = "198.18.0.10".parse().unwrap();
     pods.insert(client, "prod");

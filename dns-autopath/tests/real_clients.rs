@@ -16,7 +16,6 @@ use std::{
 
 use cnikit_dns_autopath::{
     AutoPathConfig, CacheConfig, ClusterRecords, DnsServer, PodIndex, ServerConfig, StaticPodIndex,
-    cluster::{ClusterTable, Protocol, Service},
     upstream::{Forwarder, ForwarderConfig},
 };
 use cnikit_test_support::require_root;
@@ -29,27 +28,6 @@ fn tools(test: &str) -> bool {
         }
     }
     true
-}
-
-fn table() -> Arc<ClusterTable> {
-    let table = Arc::new(ClusterTable::new("cluster.local".parse().unwrap()));
-    table
-        .upsert_service(
-            &Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse().unwrap()]).with_port(
-                Some("http"),
-                Protocol::Tcp,
-                80,
-            ),
-        )
-        .unwrap();
-    table
-        .upsert_service(&Service::cluster_ip(
-            "other",
-            "db",
-            vec!["10.96.0.11".parse().unwrap()],
-        ))
-        .unwrap();
-    table
 }
 
 fn config(autopath: bool, cache: CacheConfig) -> ServerConfig {
@@ -76,7 +54,7 @@ fn builder(
     let pods = Arc::new(StaticPodIndex::new());
     pods.insert(POD_IP.parse().unwrap(), "prod");
     DnsServer::builder(config(autopath, cache))
-        .records(table() as Arc<dyn ClusterRecords>)
+        .records(common::cluster_table() as Arc<dyn ClusterRecords>)
         .pod_index(pods as Arc<dyn PodIndex>)
         .upstream(upstream)
 }

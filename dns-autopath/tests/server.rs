@@ -12,7 +12,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use cnikit_dns_autopath::{
     AutoPathConfig, CacheConfig, ClusterRecords, DnsServer, PodIndex, PrefetchConfig, ServerConfig,
     StaticPodIndex,
-    cluster::{ClusterTable, Endpoint, Protocol, Service},
+    cluster::{ClusterTable, Service},
 };
 use common::{
     Scripted, ScriptedUpstream, a, aaaa, answers, ask, ask_from, ask_tcp, cname, query_message,
@@ -31,40 +31,7 @@ struct Fixture {
 }
 
 async fn fixture(cache: CacheConfig, autopath: bool) -> Fixture {
-    let table = Arc::new(ClusterTable::new("cluster.local".parse().unwrap()));
-    table
-        .upsert_service(
-            &Service::cluster_ip("prod", "web", vec!["10.96.0.10".parse().unwrap()]).with_port(
-                Some("http"),
-                Protocol::Tcp,
-                80,
-            ),
-        )
-        .unwrap();
-    table
-        .upsert_service(&Service::cluster_ip(
-            "other",
-            "db",
-            vec!["10.96.0.11".parse().unwrap()],
-        ))
-        .unwrap();
-    table
-        .upsert_service(&Service::headless(
-            "prod",
-            "pets",
-            vec![Endpoint::with_hostname(
-                "198.18.0.7".parse().unwrap(),
-                "pet-0",
-            )],
-        ))
-        .unwrap();
-    table
-        .upsert_service(&Service::external_name(
-            "prod",
-            "ext",
-            "www.example.test".parse().unwrap(),
-        ))
-        .unwrap();
+    let table = common::cluster_table();
     let pods = Arc::new(StaticPodIndex::new());
     // Queries from 127.0.0.1 come from a pod in "prod".
     pods.insert("127.0.0.1".parse().unwrap(), "prod");

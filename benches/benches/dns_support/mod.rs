@@ -1,8 +1,10 @@
 //! Shared by the DNS benches: tool checks, scratch directories, dnsmasq, dnsperf, CPU time.
 #![allow(
+    clippy::unwrap_used,
     dead_code,
+    unused_imports,
     unreachable_pub,
-    reason = "each bench uses a different subset of these helpers"
+    reason = "bench code; each bench uses a different subset of these helpers"
 )]
 
 use std::{
@@ -16,17 +18,18 @@ use std::{
 use cnikit_benches::Summary;
 use cnikit_test_support::process::ExternalProcess;
 
-/// `Ok` when `program` is on PATH.
-pub fn which(program: &str) -> Result<(), String> {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()));
-    if found {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} not found (scripts/setup.sh installs it)"
-        ))
+pub use cnikit_test_support::process::on_path as which;
+
+/// The cluster table of the DNS benches: `web.prod` (10.96.0.10) and `db.other` (10.96.0.11).
+pub fn cluster_table() -> std::sync::Arc<cnikit_dns_autopath::cluster::ClusterTable> {
+    use cnikit_dns_autopath::cluster::{ClusterTable, Service};
+    let table = std::sync::Arc::new(ClusterTable::new("cluster.local".parse().unwrap()));
+    for (ns, name, ip) in [("prod", "web", "10.96.0.10"), ("other", "db", "10.96.0.11")] {
+        table
+            .upsert_service(&Service::cluster_ip(ns, name, vec![ip.parse().unwrap()]))
+            .unwrap();
     }
+    table
 }
 
 /// A scratch directory removed on drop.

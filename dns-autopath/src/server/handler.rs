@@ -127,19 +127,7 @@ impl DnsHandler {
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> CachedAnswer {
-        let counters = &self.resolver.counters;
-        self.cached(request, client, transport, counters, out)
-    }
-
-    pub(crate) fn cached(
-        &self,
-        request: &[u8],
-        client: IpAddr,
-        transport: Transport,
-        counters: &Counters,
-        out: &mut Vec<u8>,
-    ) -> CachedAnswer {
-        match self.fast(request, client, transport, counters, out) {
+        match self.fast(request, client, transport, &self.resolver.counters, out) {
             Fast::Reply | Fast::ReplyAndRefresh(_) => CachedAnswer::Answered,
             Fast::Drop => CachedAnswer::Dropped,
             Fast::Miss(_) => CachedAnswer::NeedsLookup,

@@ -26,6 +26,33 @@ use hickory_proto::{
     },
 };
 
+/// The cluster table the tests share: `web.prod` (ClusterIP, named port `http`), `db.other`
+/// (ClusterIP), `pets.prod` (headless, `pet-0`), `ext.prod` (an `ExternalName` to
+/// `www.example.test`).
+pub fn cluster_table() -> Arc<cnikit_dns_autopath::cluster::ClusterTable> {
+    use cnikit_dns_autopath::cluster::{ClusterTable, Endpoint, Protocol, Service};
+    let ip = |s: &str| s.parse().unwrap();
+    let table = Arc::new(ClusterTable::new("cluster.local".parse().unwrap()));
+    let services = [
+        Service::cluster_ip("prod", "web", vec![ip("10.96.0.10")]).with_port(
+            Some("http"),
+            Protocol::Tcp,
+            80,
+        ),
+        Service::cluster_ip("other", "db", vec![ip("10.96.0.11")]),
+        Service::headless(
+            "prod",
+            "pets",
+            vec![Endpoint::with_hostname(ip("198.18.0.7"), "pet-0")],
+        ),
+        Service::external_name("prod", "ext", "www.example.test".parse().unwrap()),
+    ];
+    for service in &services {
+        table.upsert_service(service).unwrap();
+    }
+    table
+}
+
 /// A DNS name in hickory's type.
 pub fn hname(s: &str) -> Name {
     Name::from_ascii(s).unwrap()
@@ -271,19 +298,8 @@ pub mod netns {
     /// dnsmasq's address inside the node namespace.
     pub const UPSTREAM: &str = "127.0.0.1:5354";
 
-    /// `Ok` when `program` is on PATH.
-    pub fn which(program: &str) -> Result<(), String> {
-        let found = std::env::var_os("PATH").is_some_and(|paths| {
-            std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-        });
-        if found {
-            Ok(())
-        } else {
-            Err(format!(
-                "{program} not found (scripts/setup.sh installs it)"
-            ))
-        }
-    }
+    #[allow(unused_imports, reason = "only the real-client tests gate on tools")]
+    pub use cnikit_test_support::process::on_path as which;
 
     /// A directory removed on drop.
     pub struct TempDir(PathBuf);
