@@ -333,16 +333,6 @@ impl Error {
             _ => None,
         }
     }
-
-    #[expect(dead_code, reason = "used by the ECS client (next commit)")]
-    pub(crate) fn invalid_response(action: &str, detail: impl Into<String>) -> Self {
-        Self::InvalidResponse {
-            action: action.to_owned(),
-            http_status: None,
-            request_id: None,
-            detail: detail.into(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,10 @@
 #![deny(missing_docs)]
 
 mod backoff;
+pub mod credentials;
 pub mod ecs;
 mod error;
+mod http;
 pub mod metadata;
 mod provider;
 mod rand;

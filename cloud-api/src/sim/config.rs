@@ -278,6 +278,9 @@ pub struct MetadataConfig {
     pub sts_ttl: Duration,
     /// Refuse metadata reads without a token (`HttpTokens=required`).
     pub token_required: bool,
+    /// Delay of every metadata answer.
+    #[serde(rename = "latency_ms", with = "millis")]
+    pub latency: Duration,
 }
 
 impl Default for MetadataConfig {
@@ -287,6 +290,7 @@ impl Default for MetadataConfig {
             ram_role: Some("cnikit-sim-role".to_owned()),
             sts_ttl: Duration::from_secs(3600),
             token_required: false,
+            latency: Duration::ZERO,
         }
     }
 }
