@@ -813,3 +813,98 @@ async fn wait_is_bounded_and_cancellable_over_http() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Cancelled);
 }
+
+/// Hand-signed requests: what the simulator checks besides the signature itself.
+#[tokio::test]
+async fn simulator_checks_timestamps_methods_and_duplicates() {
+    let (sim, _) = start(SimConfig::instant()).await;
+    let http = raw_http();
+    let send = |method: &'static str,
+                sign_as: &'static str,
+                ts: String,
+                extra: Vec<(&'static str, String)>| {
+        let mut params: Vec<(&str, String)> = vec![
+            ("Action", "DescribeNetworkInterfaces".into()),
+            ("Version", "2014-05-26".into()),
+            ("RegionId", "cn-hangzhou".into()),
+            ("Format", "JSON".into()),
+            ("AccessKeyId", KEY_ID.into()),
+            ("SignatureMethod", "HMAC-SHA1".into()),
+            ("SignatureVersion", "1.0".into()),
+            (
+                "SignatureNonce",
+                format!("n-{ts}-{method}-{sign_as}-{}", extra.len()),
+            ),
+            ("Timestamp", ts),
+        ];
+        params.extend(extra);
+        let sts = cnikit_cloud_api::ecs::signer::string_to_sign(
+            sign_as,
+            params.iter().map(|(k, v)| (*k, v.as_str())),
+        );
+        let sig = cnikit_cloud_api::ecs::signer::sign(&sts, SECRET);
+        params.push(("Signature", sig));
+        let query = params
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    cnikit_cloud_api::ecs::signer::percent_encode(k),
+                    cnikit_cloud_api::ecs::signer::percent_encode(v)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let req = if method == "GET" {
+            http.get(format!("{}?{query}", sim.url()))
+        } else {
+            http.post(format!("{}?{query}", sim.url()))
+        };
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value =
+                serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            (status, body["Code"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    let now = || cnikit_cloud_api::ecs::signer::format_timestamp(std::time::SystemTime::now());
+    assert_eq!(
+        send("GET", "GET", now(), vec![]).await,
+        (200, String::new())
+    );
+    assert_eq!(
+        send("POST", "POST", now(), vec![]).await,
+        (200, String::new())
+    );
+    assert_eq!(
+        send("POST", "GET", now(), vec![]).await.1,
+        codes::SIGNATURE_DOES_NOT_MATCH
+    );
+    assert_eq!(
+        send("GET", "GET", "2016-02-23T12:46:24Z".into(), vec![]).await,
+        (400, codes::TIMESTAMP_EXPIRED.to_owned())
+    );
+    assert_eq!(
+        send("GET", "GET", "2024-13-01T00:00:00Z".into(), vec![])
+            .await
+            .1,
+        codes::ILLEGAL_TIMESTAMP
+    );
+    assert_eq!(
+        send("GET", "GET", now(), vec![("Version", "2014-05-26".into())])
+            .await
+            .1,
+        "InvalidParameter.Duplicate"
+    );
+    assert_eq!(
+        send("GET", "GET", now(), vec![("MaxResults", "lots".into())])
+            .await
+            .1,
+        "InvalidParameter.MaxResults"
+    );
+    assert_eq!(
+        sim.cloud().stats()[&Action::DescribeNetworkInterfaces].calls,
+        3
+    );
+}

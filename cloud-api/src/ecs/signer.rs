@@ -99,6 +99,12 @@ pub fn sign(string_to_sign: &str, access_key_secret: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
+/// Formats a `Timestamp` parameter: UTC, `yyyy-MM-ddTHH:mm:ssZ`.
+#[must_use]
+pub fn format_timestamp(t: std::time::SystemTime) -> String {
+    crate::timefmt::format_utc(t)
+}
+
 /// Compares two signatures in time independent of where they differ.
 #[must_use]
 pub fn signatures_equal(a: &str, b: &str) -> bool {
