@@ -45,7 +45,11 @@ pub(crate) async fn read_capped(
         return Err(BodyError::TooLarge(max));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Transport(e.without_url()))?
+    {
         if body.len() + chunk.len() > max {
             return Err(BodyError::TooLarge(max));
         }

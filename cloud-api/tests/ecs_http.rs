@@ -745,6 +745,9 @@ async fn metadata_service_with_tokens() {
     assert!(primary.ipv6s.is_empty(), "404 on ipv6s means none");
     assert_eq!(imds.interfaces().await.unwrap().len(), 2);
     assert!(imds.interface("00:00:00:00:00:00").await.is_err());
+    // One token served every read.
+    assert_eq!(sim.metadata_token_requests(), 1);
+    assert!(sim.metadata_reads() > 20);
 
     // Tokenless reads are refused when the instance requires tokens.
     let mut off = ImdsConfig::with_base_url(sim.metadata_url());

@@ -391,11 +391,12 @@ impl EcsClient {
             .timeout(action)
             .min(deadline.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(1));
+        // `without_url`: the URL carries the signature and any STS token.
         let transport = |e: reqwest::Error| Error::Transport {
             action: action.as_str().to_owned(),
             endpoint: base.clone(),
             timed_out: e.is_timeout(),
-            source: Box::new(e),
+            source: Box::new(e.without_url()),
         };
         let resp = inner
             .http

@@ -133,7 +133,13 @@ impl ImdsClient {
             .timeout(self.cfg.timeout)
             .send()
             .await
-            .map_err(|e| meta_err(path, None, format!("token request failed: {e}")))?;
+            .map_err(|e| {
+                meta_err(
+                    path,
+                    None,
+                    format!("token request failed: {}", e.without_url()),
+                )
+            })?;
         let status = resp.status().as_u16();
         let body = read_capped(resp, 4096)
             .await
@@ -197,7 +203,13 @@ impl ImdsClient {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Attempt::Retry(meta_err(path, None, format!("request failed: {e}"))),
+            Err(e) => {
+                return Attempt::Retry(meta_err(
+                    path,
+                    None,
+                    format!("request failed: {}", e.without_url()),
+                ));
+            }
         };
         let status = resp.status().as_u16();
         let body = match read_capped(resp, self.cfg.max_body).await {

@@ -5,7 +5,10 @@ use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     fmt,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -111,6 +114,17 @@ struct Server {
     imds_tokens: Mutex<HashMap<String, tokio::time::Instant>>,
     sts: Mutex<Option<StsIssue>>,
     rng: Mutex<SplitMix64>,
+    token_requests: AtomicU64,
+    metadata_reads: AtomicU64,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("region", &self.region())
+            .field("access_keys", &self.cfg.access_keys)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Ends the connection without an answer (the "response lost" fault).
@@ -761,6 +775,7 @@ impl Server {
         let cfg = &self.cloud.config().metadata;
         let now = tokio::time::Instant::now();
         if path == "api/token" {
+            self.token_requests.fetch_add(1, Ordering::Relaxed);
             if method != Method::PUT {
                 return text(405, "token requests must use PUT");
             }
@@ -786,6 +801,7 @@ impl Server {
         if method != Method::GET {
             return text(405, "metadata reads use GET");
         }
+        self.metadata_reads.fetch_add(1, Ordering::Relaxed);
         match headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
             Some(t) if lock(&self.imds_tokens).get(t).is_none_or(|exp| *exp <= now) => {
                 return text(401, "invalid or expired metadata token");
@@ -918,29 +934,44 @@ pub async fn serve(
     cfg: HttpSimConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let keys = cfg
-        .access_keys
-        .iter()
-        .map(|k| {
-            (
-                k.id.clone(),
-                KeyRec {
-                    secret: k.secret.clone(),
-                    token: None,
-                    expires: None,
-                },
-            )
+    serve_server(listener, Server::new(cloud, cfg), shutdown).await
+}
+
+impl Server {
+    fn new(cloud: SimCloud, cfg: HttpSimConfig) -> Arc<Self> {
+        let keys = cfg
+            .access_keys
+            .iter()
+            .map(|k| {
+                (
+                    k.id.clone(),
+                    KeyRec {
+                        secret: k.secret.clone(),
+                        token: None,
+                        expires: None,
+                    },
+                )
+            })
+            .collect();
+        Arc::new(Self {
+            rng: Mutex::new(SplitMix64::new(cloud.config().seed ^ entropy())),
+            cloud,
+            cfg,
+            keys: Mutex::new(keys),
+            nonces: Mutex::new((HashMap::new(), VecDeque::new())),
+            imds_tokens: Mutex::new(HashMap::new()),
+            sts: Mutex::new(None),
+            token_requests: AtomicU64::new(0),
+            metadata_reads: AtomicU64::new(0),
         })
-        .collect();
-    let server = Arc::new(Server {
-        rng: Mutex::new(SplitMix64::new(cloud.config().seed ^ entropy())),
-        cloud,
-        cfg,
-        keys: Mutex::new(keys),
-        nonces: Mutex::new((HashMap::new(), VecDeque::new())),
-        imds_tokens: Mutex::new(HashMap::new()),
-        sts: Mutex::new(None),
-    });
+    }
+}
+
+async fn serve_server(
+    listener: TcpListener,
+    server: Arc<Server>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let mut conns = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -976,6 +1007,7 @@ pub async fn serve(
 pub struct HttpSim {
     addr: SocketAddr,
     cloud: SimCloud,
+    server: Arc<Server>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -993,10 +1025,16 @@ impl HttpSim {
             .local_addr()
             .map_err(|e| Error::Config(format!("local address: {e}")))?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, cloud.clone(), cfg, shutdown.clone()));
+        let server = Server::new(cloud.clone(), cfg);
+        let task = tokio::spawn(serve_server(
+            listener,
+            Arc::clone(&server),
+            shutdown.clone(),
+        ));
         Ok(Self {
             addr,
             cloud,
+            server,
             shutdown,
             task: Some(task),
         })
@@ -1024,6 +1062,18 @@ impl HttpSim {
     #[must_use]
     pub fn cloud(&self) -> &SimCloud {
         &self.cloud
+    }
+
+    /// Metadata token requests (`PUT /latest/api/token`) served so far.
+    #[must_use]
+    pub fn metadata_token_requests(&self) -> u64 {
+        self.server.token_requests.load(Ordering::Relaxed)
+    }
+
+    /// Metadata reads (`GET /latest/…`) served so far.
+    #[must_use]
+    pub fn metadata_reads(&self) -> u64 {
+        self.server.metadata_reads.load(Ordering::Relaxed)
     }
 
     /// Stops serving and waits for the server to finish.
