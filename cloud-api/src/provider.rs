@@ -62,7 +62,7 @@ impl fmt::Display for WaitTarget {
 /// lifecycle, secondary addresses, listing, and waiting for asynchronous state changes.
 ///
 /// Object safe: hold it as `Arc<dyn CloudProvider>`. Implementations: the Alibaba ECS client
-/// ([`crate::ecs::EcsClient`]) and the simulator ([`crate::sim::SimCloud`], feature `sim`); the
+/// ([`crate::ecs::EcsClient`]) and the simulator (`sim::SimCloud`, feature `sim`); the
 /// shape also fits AWS EC2 (`DescribeInstanceTypes`, `DescribeSubnets`,
 /// `CreateNetworkInterface` with a client token, `AttachNetworkInterface` with a device index,
 /// `DetachNetworkInterface` by attachment id, `Assign/UnassignPrivateIpAddresses`,

@@ -19,8 +19,8 @@ use cnikit_cloud_api::{
     metadata::{ImdsClient, ImdsConfig, InstanceMetadata, TokenMode},
     sim::{
         AccessKey, DEFAULT_INSTANCE, DEFAULT_SECURITY_GROUP, DEFAULT_VSWITCH, DEFAULT_VSWITCH_B,
-        DEFAULT_VSWITCH_TINY, Fault, FaultRule, GarbageKind, HttpSim, HttpSimConfig, SimCloud,
-        SimConfig,
+        DEFAULT_VSWITCH_TINY, Fault, FaultRule, GarbageKind, HttpSim, HttpSimConfig, MetadataFault,
+        SimCloud, SimConfig,
     },
 };
 
@@ -910,4 +910,131 @@ async fn simulator_checks_timestamps_methods_and_duplicates() {
         sim.cloud().stats()[&Action::DescribeNetworkInterfaces].calls,
         3
     );
+}
+
+#[tokio::test]
+async fn slow_answers_hit_the_request_timeout_and_are_retried() {
+    let (sim, c) = start(SimConfig::instant()).await;
+    let cfg = c
+        .config()
+        .clone()
+        .with_request_timeout(Duration::from_millis(200));
+    let c = EcsClient::new(
+        cfg,
+        Arc::new(StaticCredentials::new(Credentials::new(KEY_ID, SECRET))),
+    )
+    .unwrap();
+    sim.cloud()
+        .add_fault(
+            FaultRule::new(
+                Some(Action::DescribeVSwitches),
+                Fault::Latency {
+                    delay: Duration::from_secs(2),
+                },
+            )
+            .times(1),
+        )
+        .unwrap();
+    let t = Instant::now();
+    c.describe_subnet(DEFAULT_VSWITCH).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "did not wait for the slow answer"
+    );
+    assert_eq!(sim.cloud().calls(Action::DescribeVSwitches), 2);
+
+    // Always slow: a transport error that says it timed out.
+    sim.cloud()
+        .add_fault(FaultRule::new(
+            Some(Action::DescribeVSwitches),
+            Fault::Latency {
+                delay: Duration::from_secs(2),
+            },
+        ))
+        .unwrap();
+    let err = c.describe_subnet(DEFAULT_VSWITCH).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+fn quick_imds(sim: &HttpSim) -> ImdsClient {
+    let mut cfg = ImdsConfig::with_base_url(sim.metadata_url());
+    cfg.backoff = Backoff::constant(Duration::from_millis(5));
+    cfg.max_body = 64 * 1024;
+    ImdsClient::new(cfg).unwrap()
+}
+
+#[tokio::test]
+async fn metadata_client_survives_a_flaky_or_lying_service() {
+    let (sim, _) = start(SimConfig::default()).await;
+    // 5xx and 429 are retried.
+    sim.add_metadata_fault(MetadataFault::new(
+        "meta-data/instance-id",
+        500,
+        "oops",
+        Some(2),
+    ));
+    sim.add_metadata_fault(MetadataFault::new(
+        "meta-data/region-id",
+        429,
+        "slow down",
+        Some(1),
+    ));
+    let imds = quick_imds(&sim);
+    assert_eq!(imds.instance_id().await.unwrap(), DEFAULT_INSTANCE);
+    assert_eq!(imds.region_id().await.unwrap(), "cn-hangzhou");
+    // Persistent 503: a typed error after the attempts.
+    sim.add_metadata_fault(MetadataFault::new("meta-data/zone-id", 503, "down", None));
+    let err = imds.zone_id().await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    // A 401 means the token expired: one new token, one more try.
+    let tokens = sim.metadata_token_requests();
+    sim.add_metadata_fault(MetadataFault::new(
+        "meta-data/vpc-id",
+        401,
+        "expired",
+        Some(1),
+    ));
+    imds.vpc_id().await.unwrap();
+    assert_eq!(sim.metadata_token_requests(), tokens + 1);
+    // No token service: tokenless reads in the default (preferred) mode.
+    sim.add_metadata_fault(MetadataFault::new("api/token", 404, "", None));
+    assert_eq!(
+        quick_imds(&sim).instance_type().await.unwrap(),
+        "ecs.g7.xlarge"
+    );
+
+    // Garbage where addresses should be: typed errors, never a panic.
+    let mac = imds.primary_mac().await.unwrap();
+    for (leaf, body) in [
+        ("private-ipv4s", "<html>502 Bad Gateway</html>"),
+        ("private-ipv4s", "[\"198.18.0.1\""),
+        ("private-ipv4s", "[1,2,3]"),
+        ("primary-ip-address", "not-an-ip"),
+        ("gateway", "999.0.0.1"),
+        ("vswitch-cidr-block", "198.18.0.0/99"),
+        ("ipv6s", "[zz::1]"),
+    ] {
+        let fresh = quick_imds(&sim);
+        sim.add_metadata_fault(MetadataFault::new(
+            format!("meta-data/network/interfaces/macs/{mac}/{leaf}"),
+            200,
+            body,
+            Some(1),
+        ));
+        let err = fresh.interface(&mac).await.unwrap_err();
+        assert!(
+            matches!(err, cnikit_cloud_api::Error::Metadata { .. }),
+            "{leaf}: {err}"
+        );
+    }
+    // A huge body is refused without reading it all.
+    sim.add_metadata_fault(MetadataFault::new(
+        "meta-data/mac",
+        200,
+        "x".repeat(200_000),
+        Some(1),
+    ));
+    let err = quick_imds(&sim).primary_mac().await.unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
 }

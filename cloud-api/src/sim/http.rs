@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::{GarbageKind, Served, SimCloud, SimFailure, lock, state::sim_err};
+use super::{GarbageKind, MetadataFault, Served, SimCloud, SimFailure, lock, state::sim_err};
 use crate::{
     ecs::{
         Action, codes,
@@ -116,6 +116,7 @@ struct Server {
     rng: Mutex<SplitMix64>,
     token_requests: AtomicU64,
     metadata_reads: AtomicU64,
+    metadata_faults: Mutex<Vec<(MetadataFault, u64)>>,
 }
 
 impl fmt::Debug for Server {
@@ -771,7 +772,20 @@ impl Server {
         interface_field(iface, field)
     }
 
+    /// The canned answer for `path`, if a metadata fault with hits left matches.
+    fn metadata_fault(&self, path: &str) -> Option<Reply> {
+        let mut faults = lock(&self.metadata_faults);
+        let (fault, hits) = faults.iter_mut().find(|(f, hits)| {
+            path.starts_with(&f.path_prefix) && f.times.is_none_or(|t| *hits < t)
+        })?;
+        *hits += 1;
+        Some(text(fault.status, fault.body.clone()))
+    }
+
     fn metadata(&self, method: &Method, path: &str, headers: &hyper::HeaderMap) -> Reply {
+        if let Some(canned) = self.metadata_fault(path) {
+            return canned;
+        }
         let cfg = &self.cloud.config().metadata;
         let now = tokio::time::Instant::now();
         if path == "api/token" {
@@ -939,6 +953,7 @@ pub async fn serve(
 
 impl Server {
     fn new(cloud: SimCloud, cfg: HttpSimConfig) -> Arc<Self> {
+        let cloud_faults = cloud.config().metadata.faults.clone();
         let keys = cfg
             .access_keys
             .iter()
@@ -963,6 +978,7 @@ impl Server {
             sts: Mutex::new(None),
             token_requests: AtomicU64::new(0),
             metadata_reads: AtomicU64::new(0),
+            metadata_faults: Mutex::new(cloud_faults.into_iter().map(|f| (f, 0)).collect()),
         })
     }
 }
@@ -1062,6 +1078,11 @@ impl HttpSim {
     #[must_use]
     pub fn cloud(&self) -> &SimCloud {
         &self.cloud
+    }
+
+    /// Adds a canned metadata answer (after the configured ones).
+    pub fn add_metadata_fault(&self, fault: MetadataFault) {
+        lock(&self.server.metadata_faults).push((fault, 0));
     }
 
     /// Metadata token requests (`PUT /latest/api/token`) served so far.

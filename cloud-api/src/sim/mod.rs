@@ -43,8 +43,8 @@ mod state;
 pub use config::{
     DEFAULT_INSTANCE, DEFAULT_SECURITY_GROUP, DEFAULT_VPC, DEFAULT_VSWITCH, DEFAULT_VSWITCH_B,
     DEFAULT_VSWITCH_TINY, DEFAULT_ZONE, InstanceSpec, InstanceTypeSpec, LatencyConfig,
-    MetadataConfig, QuotaConfig, SecurityGroupSpec, SimConfig, ThrottleConfig, VSwitchSpec,
-    VpcSpec,
+    MetadataConfig, MetadataFault, QuotaConfig, SecurityGroupSpec, SimConfig, ThrottleConfig,
+    VSwitchSpec, VpcSpec,
 };
 pub use faults::{Fault, FaultRule, GarbageKind};
 pub use http::{AccessKey, HttpSim, HttpSimConfig, serve};
