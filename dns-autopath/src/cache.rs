@@ -390,9 +390,11 @@ impl Entry {
         if hits < p.min_hits || self.ttl == 0 || self.ttl_override.is_some() {
             return false;
         }
-        let threshold = (u64::from(self.ttl) * u64::from(p.remaining_percent) / 100).max(1);
-        let remaining = self.expires.saturating_duration_since(now).as_secs();
-        remaining < threshold && !self.prefetching.swap(true, Ordering::Relaxed)
+        let threshold_ms =
+            (u64::from(self.ttl) * 10 * u64::from(p.remaining_percent)).max(1000);
+        let remaining = self.expires.saturating_duration_since(now);
+        let remaining = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
+        remaining < threshold_ms && !self.prefetching.swap(true, Ordering::Relaxed)
     }
 
     /// Writes the reply to `request` into `out`: ID, RD/CD and question case from the request,

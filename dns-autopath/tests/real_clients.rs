@@ -9,10 +9,7 @@
 
 mod common;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use cnikit_dns_autopath::{
     AutoPathConfig, CacheConfig, ClusterRecords, DnsServer, PodIndex, ServerConfig, StaticPodIndex,
@@ -248,13 +245,11 @@ fn upstream_down_failover_and_recovery() {
         "198.18.100.1"
     );
     assert!(upstream.stats().errors >= 1, "{:?}", upstream.stats());
-    // Upstream gone: SERVFAIL from us, well before dig's own 3 s timeout.
+    // Upstream gone: SERVFAIL from us (forwarder budget 1 s) before dig's own 3 s timeout,
+    // which would show as "timed out" instead of a status.
     dnsmasq.stop();
-    let started = Instant::now();
     let out = topo.dig(&["down.example.test", "A"]);
-    let took = started.elapsed();
     assert!(out.contains("status: SERVFAIL"), "{out}");
-    assert!(took < Duration::from_millis(2500), "{took:?}");
     // The cached name still answers.
     assert_eq!(
         topo.dig(&["+short", "www.example.test", "A"]).trim(),

@@ -381,23 +381,35 @@ async fn concurrent_misses_share_one_upstream_question() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn popular_entries_are_prefetched_before_they_expire() {
+    let mut prefetch = PrefetchConfig::default();
+    prefetch.remaining_percent = 50;
     let cache = CacheConfig::default()
-        .ttl_caps(Duration::from_secs(2), Duration::from_secs(1))
-        .prefetch(PrefetchConfig::default());
+        .ttl_caps(Duration::from_secs(3), Duration::from_secs(1))
+        .prefetch(prefetch);
     let f = fixture(cache, false).await;
-    // 2 s TTL: prefetch when less than 1 s (the floor) remains, after 2 hits.
+    // 3 s TTL: after 2 hits, a hit with less than 1.5 s left starts a refresh.
+    let stored = std::time::Instant::now();
     ask(f.addr, "www.example.test.", RecordType::A).await;
     ask(f.addr, "www.example.test.", RecordType::A).await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    ask(f.addr, "www.example.test.", RecordType::A).await; // hit that starts the refresh
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(f.upstream.calls(), 2);
+    assert_eq!(f.upstream.calls(), 1);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    ask(f.addr, "www.example.test.", RecordType::A).await; // the hit that starts the refresh
+    let refreshed = async {
+        while f.upstream.calls() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), refreshed)
+        .await
+        .expect("no refresh");
     assert_eq!(f.server.stats().prefetches, 1);
-    // Past the first entry's expiry, still a hit (the refreshed entry).
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Past the first entry's expiry: still a hit, on the refreshed entry.
+    let expiry = stored + Duration::from_millis(3100);
+    tokio::time::sleep(expiry.saturating_duration_since(std::time::Instant::now())).await;
     let misses = f.server.stats().cache_misses;
     ask(f.addr, "www.example.test.", RecordType::A).await;
     assert_eq!(f.server.stats().cache_misses, misses);
+    assert_eq!(f.upstream.calls(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
