@@ -390,8 +390,7 @@ impl Entry {
         if hits < p.min_hits || self.ttl == 0 || self.ttl_override.is_some() {
             return false;
         }
-        let threshold_ms =
-            (u64::from(self.ttl) * 10 * u64::from(p.remaining_percent)).max(1000);
+        let threshold_ms = (u64::from(self.ttl) * 10 * u64::from(p.remaining_percent)).max(1000);
         let remaining = self.expires.saturating_duration_since(now);
         let remaining = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
         remaining < threshold_ms && !self.prefetching.swap(true, Ordering::Relaxed)

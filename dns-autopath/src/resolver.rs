@@ -7,7 +7,7 @@
 //! Slow path ([`Resolver::answer_slow`], async): one computation per key at a time
 //! (concurrent misses wait for the first), then
 //! - AutoPath keys: walk the plan's candidates through the plain path below and synthesize the
-//!   answer ([`crate::synthesis`]);
+//!   answer (a CNAME from the asked name to the found one, question unchanged);
 //! - plain keys: the cluster records if they claim the name (following an `ExternalName` CNAME),
 //!   else the upstream seam; on upstream failure a stale entry if allowed, else SERVFAIL.
 //!
