@@ -12,7 +12,8 @@
 //! `example.com.prod.svc.cluster.local`, then `example.com.svc.cluster.local`, ... and finally
 //! `example.com.` itself, each for A and AAAA. When the server sees a query whose name ends in the
 //! *client's own* first search suffix (CoreDNS's trigger rule), it walks the rest of the list
-//! itself and answers the first query with whatever the walk finds (a CNAME from the asked name to the found one; see the crate README).
+//! itself and answers the first query with whatever the walk finds (a CNAME from the asked name
+//! to the found one; see the crate README).
 //!
 //! The planner is pure: it knows the cluster domain, the extra search domains and `ndots`, and is
 //! handed the question and the client's namespace. Its rules:
