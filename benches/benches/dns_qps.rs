@@ -142,6 +142,14 @@ fn main() {
             ),
             ("rounds", &rounds),
             ("seconds", &seconds),
+            (
+                "profile",
+                &if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                },
+            ),
         ],
     );
     runtime.block_on(server.shutdown());
