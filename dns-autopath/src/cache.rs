@@ -366,6 +366,11 @@ impl Entry {
         self.wire[3] & 0xF
     }
 
+    /// A SERVFAIL or a stale copy: what a failed lookup produces.
+    pub(crate) fn is_degraded(&self) -> bool {
+        self.kind == EntryKind::ServerFailure || self.ttl_override.is_some()
+    }
+
     pub(crate) fn is_fresh(&self, now: Instant) -> bool {
         now < self.expires
     }

@@ -265,10 +265,14 @@ impl Resolver {
         out
     }
 
-    /// Recomputes `key` ahead of expiry.
+    /// Recomputes `key` ahead of expiry. A refresh that fails (SERVFAIL, or only stale data)
+    /// leaves the current entry in place for the rest of its life.
     pub(crate) async fn refresh(&self, key: &[u8]) {
         bump(&self.counters.prefetches);
-        self.singleflight(key, self.compute(key)).await;
+        let entry = self.singleflight(key, self.compute(key)).await;
+        if !entry.is_degraded() {
+            self.cache.insert(key, entry, Instant::now());
+        }
     }
 
     async fn resolve_key(&self, key: &[u8]) -> Arc<Entry> {
@@ -277,7 +281,9 @@ impl Resolver {
         {
             return entry;
         }
-        self.singleflight(key, self.compute(key)).await
+        let entry = self.singleflight(key, self.compute(key)).await;
+        self.cache.insert(key, Arc::clone(&entry), Instant::now());
+        entry
     }
 
     async fn singleflight(
@@ -321,7 +327,7 @@ impl Resolver {
         entry
     }
 
-    /// Computes the entry for `key` and caches it.
+    /// Computes the entry for `key` (the caller caches it).
     async fn compute(&self, key: &[u8]) -> Arc<Entry> {
         let Some((qname, qtype, qclass, flags)) = split_key(key) else {
             return self.servfail_entry(&Name::root(), RecordType(qtype_of(key)), 1);
@@ -337,13 +343,11 @@ impl Resolver {
             dnssec_ok: flags & KEY_DO != 0,
             checking_disabled: flags & KEY_CD != 0,
         };
-        let entry = if flags & KEY_AUTOPATH != 0 {
+        if flags & KEY_AUTOPATH != 0 {
             self.compute_autopath(&q).await
         } else {
             self.compute_plain(&q, key, 0).await
-        };
-        self.cache.insert(key, Arc::clone(&entry), Instant::now());
-        entry
+        }
     }
 
     /// Resolves a plain question through the cache (the building block of walks and CNAME

@@ -623,3 +623,32 @@ async fn garbage_from_upstream_never_breaks_the_server() {
     assert!(codes.contains(&0) && codes.contains(&2), "{codes:?}");
     assert!(server.stats().upstream_failures > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_prefetch_keeps_the_entry_it_meant_to_refresh() {
+    let mut prefetch = PrefetchConfig::default();
+    prefetch.remaining_percent = 50;
+    let cache = CacheConfig::default()
+        .ttl_caps(Duration::from_secs(3), Duration::from_secs(1))
+        .prefetch(prefetch);
+    let f = fixture(cache, false).await;
+    ask(f.addr, "www.example.test.", RecordType::A).await;
+    ask(f.addr, "www.example.test.", RecordType::A).await;
+    f.upstream
+        .down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    ask(f.addr, "www.example.test.", RecordType::A).await; // starts a refresh, which fails
+    let failed = async {
+        while f.server.stats().upstream_failures < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), failed)
+        .await
+        .expect("the refresh never ran");
+    // The entry still answers until its own expiry.
+    let m = ask(f.addr, "www.example.test.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+}
