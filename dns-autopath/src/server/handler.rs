@@ -127,7 +127,8 @@ impl DnsHandler {
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> CachedAnswer {
-        match self.fast(request, client, transport, &self.resolver.counters, out) {
+        let counters = &self.resolver.counters;
+        match self.fast(request, client, transport, Instant::now(), counters, out) {
             Fast::Reply | Fast::ReplyAndRefresh(_) => CachedAnswer::Answered,
             Fast::Drop => CachedAnswer::Dropped,
             Fast::Miss(_) => CachedAnswer::NeedsLookup,
@@ -140,13 +141,14 @@ impl DnsHandler {
         request: &[u8],
         client: IpAddr,
         transport: Transport,
+        now: Instant,
         counters: &Counters,
         out: &mut Vec<u8>,
     ) -> Fast {
         let udp = transport == Transport::Udp;
         let fast = self
             .resolver
-            .answer_fast(request, client, udp, Instant::now(), counters, out);
+            .answer_fast(request, client, udp, now, counters, out);
         if let Fast::ReplyAndRefresh(key) = &fast {
             let key = key.clone();
             let resolver = Arc::clone(&self.resolver);
@@ -166,7 +168,14 @@ impl DnsHandler {
     ) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         let counters = &self.resolver.counters;
-        match self.fast(request, client, transport, counters, &mut out) {
+        match self.fast(
+            request,
+            client,
+            transport,
+            Instant::now(),
+            counters,
+            &mut out,
+        ) {
             Fast::Reply | Fast::ReplyAndRefresh(_) => Some(out),
             Fast::Drop => None,
             Fast::Miss(key) => self.lookup(request, &key, transport).await,

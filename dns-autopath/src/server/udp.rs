@@ -10,7 +10,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -273,6 +273,8 @@ impl Worker {
                     continue;
                 }
             };
+            // One clock read per batch: TTL arithmetic is in whole seconds anyway.
+            let now = Instant::now();
             for i in 0..n {
                 bump(&self.counters.udp_queries);
                 let (Some(data), Some(from)) = recv.get(i) else {
@@ -282,7 +284,7 @@ impl Worker {
                 let out = send.next_buf();
                 match self
                     .handler
-                    .fast(data, from.ip(), Transport::Udp, &self.counters, out)
+                    .fast(data, from.ip(), Transport::Udp, now, &self.counters, out)
                 {
                     Fast::Reply | Fast::ReplyAndRefresh(_) => send.commit(from.into()),
                     Fast::Drop => {}
