@@ -418,7 +418,7 @@ fn parse_neighbour(msg: NeighbourMessage) -> Option<Neighbour> {
     for attr in msg.attributes {
         match attr {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                ip = Some(IpAddr::V4(v4))
+                ip = Some(IpAddr::V4(v4));
             }
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
                 ip = Some(IpAddr::V6(v6));
