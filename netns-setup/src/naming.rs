@@ -74,6 +74,15 @@ pub(crate) fn pod_key(container_id: &str, ifname: &str) -> String {
     format!("{:011x}", fnv1a(&[container_id, ifname]) >> 20)
 }
 
+/// MAC address of the pod end of a pod's veth: `02` followed by 40 bits of the same hash as
+/// [`host_veth_name`]. Deterministic, so the node's permanent neighbour entry for the pod is
+/// written without reading it back; it never leaves the node.
+#[must_use]
+pub fn pod_veth_mac(container_id: &str, ifname: &str) -> MacAddr {
+    let [_, _, _, a, b, c, d, e] = fnv1a(&[container_id, ifname, "mac"]).to_be_bytes();
+    MacAddr([0x02, a, b, c, d, e])
+}
+
 /// Host-side veth name of a pod interface: `cnk` + 11 hex digits of a hash of the container id
 /// and the pod interface name (14 bytes, under the 15-byte limit).
 #[must_use]
@@ -110,6 +119,10 @@ mod tests {
         assert_eq!(ipvlan_host_name(u32::MAX).len(), 14);
         assert_eq!(eni_table(7), 1007);
         assert_eq!(eni_table(u32::MAX), u32::MAX);
+        let mac = pod_veth_mac("c", "eth0");
+        assert_eq!(mac, pod_veth_mac("c", "eth0"));
+        assert_ne!(mac, pod_veth_mac("c", "eth1"));
+        assert_eq!(mac.0[0], 0x02);
     }
 
     #[test]

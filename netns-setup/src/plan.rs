@@ -503,7 +503,9 @@ impl<'a> Executor<'a> {
                 netns: Some(peer_netns),
                 mtu: peer_spec.and_then(|p| p.mtu),
                 mac: peer_spec.and_then(|p| p.mac),
-                up: peer_spec.is_some_and(|p| p.up),
+                // The kernel cannot open a veth end before the pair is linked (ENOTCONN): the
+                // peer's own step brings it up.
+                up: false,
             },
         };
         for attempt in 0..2 {
@@ -516,7 +518,7 @@ impl<'a> Executor<'a> {
                     if !step.shared {
                         self.undo.push(Undo::Link(side, spec.name.clone()));
                     }
-                    // Both ends were created with their properties.
+                    // This end was created with its properties.
                     let link = self.required_link(side, &spec.name).await?;
                     self.report.unchanged += 1;
                     return Ok(link);

@@ -4,14 +4,16 @@
 use async_trait::async_trait;
 
 use super::{
-    Mode, Node, PodDriver, Wired, apply_plan, check_plan, link_local_gateway, remove_plan,
-    require_eni,
+    Mode, Node, PodDriver, Wired, apply_plan, check_plan, default_via, link_local_gateway,
+    remove_plan, require_eni,
 };
 use crate::{
     Error, Result,
     drift::Drift,
     error::Side,
-    naming::{ENI_ALIAS_PREFIX, EXCLUSIVE_NODE_LINK, HOST_VETH_MAC, host_veth_name, pod_key},
+    naming::{
+        ENI_ALIAS_PREFIX, EXCLUSIVE_NODE_LINK, HOST_VETH_MAC, host_veth_name, pod_key, pod_veth_mac,
+    },
     netlink::{Family, Handle, Link, LinkChange, NetlinkHandle, Scope, TABLE_MAIN, host_route},
     plan::{LinkSpec, Object, Origin, Plan, Report},
     spec::{PodNetwork, SpecError, validate_ifname},
@@ -120,12 +122,11 @@ impl ExclusiveEniDriver {
                 address: host_route(config.ip()),
                 scope: Scope::Universe,
             });
-            plan.pod(Object::Route {
-                link: pod.ifname.clone(),
-                destination: config.family().default_route(),
-                gateway: config.gateway,
-                table: TABLE_MAIN,
-            });
+            if let Some(gateway) = config.gateway {
+                for object in default_via(&pod.ifname, gateway, TABLE_MAIN) {
+                    plan.pod(object);
+                }
+            }
         }
         if !self.node_path {
             return plan;
@@ -140,13 +141,14 @@ impl ExclusiveEniDriver {
             arp: None,
             mac: Some(HOST_VETH_MAC),
         }));
+        let pod_mac = pod_veth_mac(&pod.container_id, &pod.ifname);
         plan.pod(Object::Link(LinkSpec {
             name: link.clone(),
             origin: Origin::VethPeer,
             mtu,
             up: true,
             arp: None,
-            mac: None,
+            mac: Some(pod_mac),
         }));
         for config in pod.ip_configs() {
             let family = config.family();
@@ -185,6 +187,11 @@ impl ExclusiveEniDriver {
                 destination: host_route(config.ip()),
                 gateway: None,
                 table: TABLE_MAIN,
+            });
+            plan.node(Object::Neighbour {
+                link: host.clone(),
+                ip: config.ip(),
+                mac: pod_mac,
             });
         }
         plan

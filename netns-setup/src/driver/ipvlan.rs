@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 
 use super::{
-    EniInfo, Mode, Node, PodDriver, Wired, apply_plan, apply_shared, check_plan, find_eni,
-    remove_plan, require_eni,
+    EniInfo, Mode, Node, PodDriver, Wired, apply_plan, apply_shared, check_plan, default_via,
+    find_eni, remove_plan, require_eni,
 };
 use crate::{
     Error, Result,
@@ -102,12 +102,11 @@ impl IpVlanDriver {
                 address: config.address,
                 scope: Scope::Universe,
             });
-            plan.pod(Object::Route {
-                link: pod.ifname.clone(),
-                destination: config.family().default_route(),
-                gateway: config.gateway,
-                table: TABLE_MAIN,
-            });
+            if let Some(gateway) = config.gateway {
+                for object in default_via(&pod.ifname, gateway, TABLE_MAIN) {
+                    plan.pod(object);
+                }
+            }
         }
         if let Some(mac) = eni.mac {
             for node_ip in &pod.node_ips {

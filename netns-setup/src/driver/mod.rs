@@ -14,9 +14,9 @@ use crate::{
     drift::Drift,
     error::Side,
     naming::{LINK_LOCAL_GATEWAY_V4, LINK_LOCAL_GATEWAY_V6},
-    netlink::{Connector, Family, Handle, Link, MacAddr, NetlinkHandle, RtConnector},
+    netlink::{Connector, Family, Handle, Link, MacAddr, NetlinkHandle, RtConnector, host_route},
     netns::Netns,
-    plan::{Executor, Plan, Report},
+    plan::{Executor, Object, Plan, Report},
     spec::{EniRef, PodNetwork, SpecError},
 };
 
@@ -251,6 +251,29 @@ pub(crate) fn link_local_gateway(family: Family) -> IpAddr {
         Family::V4 => IpAddr::V4(LINK_LOCAL_GATEWAY_V4),
         Family::V6 => IpAddr::V6(LINK_LOCAL_GATEWAY_V6),
     }
+}
+
+/// Steps for `default via <gateway> dev <link>` in `table`: for a global IPv6 gateway, a `/128`
+/// link route to it first (see [`crate::netlink::Route::new`]).
+pub(crate) fn default_via(link: &str, gateway: IpAddr, table: u32) -> Vec<Object> {
+    let mut objects = Vec::new();
+    if let IpAddr::V6(v6) = gateway
+        && !v6.is_unicast_link_local()
+    {
+        objects.push(Object::Route {
+            link: link.to_owned(),
+            destination: host_route(gateway),
+            gateway: None,
+            table,
+        });
+    }
+    objects.push(Object::Route {
+        link: link.to_owned(),
+        destination: Family::of(gateway).default_route(),
+        gateway: Some(gateway),
+        table,
+    });
+    objects
 }
 
 /// The common shape of `setup` for plan-based drivers.

@@ -4,14 +4,16 @@
 use async_trait::async_trait;
 
 use super::{
-    EniInfo, Mode, Node, PodDriver, Wired, apply_plan, apply_shared, check_plan, find_eni,
-    link_local_gateway, remove_plan, require_eni,
+    EniInfo, Mode, Node, PodDriver, Wired, apply_plan, apply_shared, check_plan, default_via,
+    find_eni, link_local_gateway, remove_plan, require_eni,
 };
 use crate::{
     Result,
     drift::Drift,
     error::Side,
-    naming::{HOST_VETH_MAC, PRIORITY_FROM_POD, PRIORITY_TO_POD, eni_table, host_veth_name},
+    naming::{
+        HOST_VETH_MAC, PRIORITY_FROM_POD, PRIORITY_TO_POD, eni_table, host_veth_name, pod_veth_mac,
+    },
     netlink::{Rule, Scope, TABLE_MAIN, host_route},
     plan::{LinkSpec, Object, Origin, Plan, Report},
     spec::PodNetwork,
@@ -42,13 +44,10 @@ impl VethDriver {
             arp: None,
             mac: None,
         }));
-        for config in pod.ip_configs() {
-            plan.shared(Object::Route {
-                link: eni.name.clone(),
-                destination: config.family().default_route(),
-                gateway: config.gateway,
-                table,
-            });
+        for gateway in pod.ip_configs().filter_map(|c| c.gateway) {
+            for object in default_via(&eni.name, gateway, table) {
+                plan.shared(object);
+            }
         }
 
         plan.node(Object::Link(LinkSpec {
@@ -61,13 +60,14 @@ impl VethDriver {
             arp: None,
             mac: Some(HOST_VETH_MAC),
         }));
+        let pod_mac = pod_veth_mac(&pod.container_id, &pod.ifname);
         plan.pod(Object::Link(LinkSpec {
             name: pod.ifname.clone(),
             origin: Origin::VethPeer,
             mtu,
             up: true,
             arp: None,
-            mac: None,
+            mac: Some(pod_mac),
         }));
         for config in pod.ip_configs() {
             let gateway = link_local_gateway(config.family());
@@ -94,6 +94,13 @@ impl VethDriver {
                 destination: host_route(config.ip()),
                 gateway: None,
                 table: TABLE_MAIN,
+            });
+            // No ARP/NDP towards the pod: an IPv6 solicitation could not even be sent while the
+            // host end's link-local address is still tentative.
+            plan.node(Object::Neighbour {
+                link: host.clone(),
+                ip: config.ip(),
+                mac: pod_mac,
             });
         }
         for config in pod.ip_configs() {

@@ -336,6 +336,11 @@ pub struct Route {
 
 impl Route {
     /// A unicast route in `table` to `destination` out of link `oif`, with optional gateway.
+    ///
+    /// IPv4 gateways are marked `onlink` (no connected route needed). IPv6 gateways are not: the
+    /// kernel validates an IPv6 `onlink` next hop against the *main* table, so a global gateway
+    /// needs a `/128` link route in the route's own table first, and a link-local one needs
+    /// nothing.
     #[must_use]
     pub fn new(destination: IpNetwork, oif: u32, gateway: Option<IpAddr>, table: u32) -> Self {
         Self {
@@ -348,7 +353,7 @@ impl Route {
             } else {
                 Scope::Link
             },
-            onlink: gateway.is_some(),
+            onlink: matches!(gateway, Some(IpAddr::V4(_))),
             metric: None,
             kind: RouteKind::Unicast,
         }
