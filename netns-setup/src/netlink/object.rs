@@ -365,12 +365,21 @@ impl Route {
         Family::of(self.destination.ip())
     }
 
+    /// The metric the kernel uses: the given one, else 0 for IPv4 and 1024 for IPv6.
+    #[must_use]
+    pub fn effective_metric(&self) -> u32 {
+        self.metric.unwrap_or(match self.family() {
+            Family::V4 => 0,
+            Family::V6 => 1024,
+        })
+    }
+
     /// The kernel's identity of a route: table, destination and metric.
     #[must_use]
     pub fn same_key(&self, other: &Self) -> bool {
         self.table == other.table
             && self.destination == other.destination
-            && self.metric.unwrap_or(0) == other.metric.unwrap_or(0)
+            && self.effective_metric() == other.effective_metric()
             && self.kind == other.kind
     }
 
@@ -531,6 +540,15 @@ mod tests {
     fn route_identity() {
         let dst: IpNetwork = "198.18.0.5/32".parse().unwrap();
         let a = Route::new(dst, 7, None, TABLE_MAIN);
+        let v6 = Route::new("2001:2::5/128".parse().unwrap(), 7, None, TABLE_MAIN);
+        assert!(v6.same_key(&Route {
+            metric: Some(1024),
+            ..v6
+        }));
+        assert!(!v6.same_key(&Route {
+            metric: Some(0),
+            ..v6
+        }));
         let mut b = a;
         b.oif = Some(8);
         assert!(a.same_key(&b) && !a.matches(&b));

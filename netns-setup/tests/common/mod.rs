@@ -1,6 +1,6 @@
 //! A test cluster: a "vpc" namespace (a bridge holding the vSwitch gateway), a node namespace with
 //! a primary interface and ENI stand-ins (veths whose other end is on the VPC bridge), and pod
-//! namespaces. Addresses come from 198.18.0.0/15 and 2001:2::/48 (benchmarking ranges).
+//! namespaces. Addresses come from `198.18.0.0/15` and `2001:2::/48` (benchmarking ranges).
 
 #![allow(
     dead_code,
@@ -18,36 +18,37 @@ use cnikit_test_support::{
     traffic::{UdpSink, send_udp},
 };
 
-pub const GW4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-pub const GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
-pub const NODE4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-pub const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
+pub(crate) const GW4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub(crate) const GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+pub(crate) const NODE4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+pub(crate) const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
 /// A "Service" address: local on the node, standing in for what kube-proxy would DNAT.
-pub const SERVICE4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
-pub const SERVICE_CIDR4: &str = "198.19.0.0/20";
-pub const SERVICE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0xff, 0, 0, 0, 0x10);
-pub const SERVICE_CIDR6: &str = "2001:2:0:ff::/64";
+pub(crate) const SERVICE4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
+pub(crate) const SERVICE_CIDR4: &str = "198.19.0.0/20";
+pub(crate) const SERVICE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0xff, 0, 0, 0, 0x10);
+pub(crate) const SERVICE_CIDR6: &str = "2001:2:0:ff::/64";
 /// Node-local DNS.
-pub const DNS4: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
+pub(crate) const DNS4: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
 
-pub fn pod4(n: u8) -> Ipv4Addr {
+pub(crate) fn pod4(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 20 + n)
 }
 
-pub fn pod6(n: u8) -> Ipv6Addr {
+pub(crate) fn pod6(n: u8) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x20 + u16::from(n))
 }
 
 /// A VPC, a node, and ENIs `eth1..` in the node.
-pub struct Cluster {
-    pub vpc: TestNetns,
-    pub node: TestNetns,
-    pub enis: Vec<String>,
+pub(crate) struct Cluster {
+    pub(crate) vpc: TestNetns,
+    pub(crate) node: TestNetns,
+    pub(crate) enis: Vec<String>,
 }
 
+#[allow(clippy::unused_self, reason = "helpers read as methods of the cluster")]
 impl Cluster {
     /// `enis` ENI stand-ins, forwarding on in the node and the VPC.
-    pub fn new(enis: usize) -> Self {
+    pub(crate) fn new(enis: usize) -> Self {
         let vpc = TestNetns::create(Role::Vpc).unwrap();
         let node = TestNetns::create(Role::Node).unwrap();
         // A real node's and VPC's links have finished IPv6 duplicate address detection long ago;
@@ -106,15 +107,15 @@ impl Cluster {
         }
     }
 
-    pub fn node_netns(&self) -> Netns {
+    pub(crate) fn node_netns(&self) -> Netns {
         Netns::from_path(self.node.path()).unwrap()
     }
 
-    pub fn pod(&self) -> TestNetns {
+    pub(crate) fn pod(&self) -> TestNetns {
         TestNetns::create(Role::Pod).unwrap()
     }
 
-    pub fn mac(ns: &TestNetns, link: &str) -> MacAddr {
+    pub(crate) fn mac(ns: &TestNetns, link: &str) -> MacAddr {
         let out = ns.ip(&["-o", "link", "show", link]).unwrap();
         let mut words = out.split_whitespace();
         words.find(|w| *w == "link/ether").unwrap();
@@ -122,7 +123,7 @@ impl Cluster {
     }
 
     /// The VPC learns that `ip` lives behind `eni` (its SDN knows which ENI holds which IP).
-    pub fn vpc_learns(&self, ip: IpAddr, eni: &str) {
+    pub(crate) fn vpc_learns(&self, ip: IpAddr, eni: &str) {
         let mac = Self::mac(&self.node, eni).to_string();
         self.vpc
             .ip(&[
@@ -140,7 +141,7 @@ impl Cluster {
     }
 
     /// A dual-stack pod spec on `eni`, with the Service CIDRs, node-local DNS and node IPs.
-    pub fn spec(&self, pod: &TestNetns, id: &str, eni: &str, n: u8) -> PodNetwork {
+    pub(crate) fn spec(&self, pod: &TestNetns, id: &str, eni: &str, n: u8) -> PodNetwork {
         PodNetwork::new(
             id,
             Netns::from_path(pod.path()).unwrap(),
@@ -156,7 +157,7 @@ impl Cluster {
     }
 
     /// Packets counted by the VPC bridge port of `eni` (`eth<i>` -> `e<i>`).
-    pub fn vpc_port_rx(&self, eni: &str) -> u64 {
+    pub(crate) fn vpc_port_rx(&self, eni: &str) -> u64 {
         let port = eni.replacen("eth", "e", 1);
         let out = self.vpc.ip(&["-s", "-o", "link", "show", &port]).unwrap();
         // "... RX: bytes packets errors ... \    <bytes> <packets> ..."
@@ -173,7 +174,7 @@ impl Cluster {
 }
 
 /// Sends UDP from `src` in `from` to `dst` in `to` and returns how many of 3 arrived.
-pub fn delivered(from: &TestNetns, src: IpAddr, to: &TestNetns, dst: IpAddr) -> usize {
+pub(crate) fn delivered(from: &TestNetns, src: IpAddr, to: &TestNetns, dst: IpAddr) -> usize {
     const PORT: u16 = 7411;
     let sink = UdpSink::bind_in(to, SocketAddr::new(dst, PORT))
         .unwrap_or_else(|e| panic!("bind {dst} in {}: {e}", to.name()));
@@ -186,7 +187,7 @@ pub fn delivered(from: &TestNetns, src: IpAddr, to: &TestNetns, dst: IpAddr) -> 
 /// Asserts both directions between two endpoints carry traffic. A direction gets three tries:
 /// the first packets can wait on neighbour discovery, which a freshly moved interface can only
 /// start once its own link-local address has passed duplicate address detection.
-pub fn assert_two_way(what: &str, a: (&TestNetns, IpAddr), b: (&TestNetns, IpAddr)) {
+pub(crate) fn assert_two_way(what: &str, a: (&TestNetns, IpAddr), b: (&TestNetns, IpAddr)) {
     for (from, to) in [(a, b), (b, a)] {
         let mut counts = Vec::new();
         while counts.len() < 3 && counts.last() != Some(&3) {
