@@ -17,8 +17,9 @@ pub struct NetState {
     pub routes: Vec<String>,
     /// `ip rule`, both families.
     pub rules: Vec<String>,
-    /// Neighbours as `<ip> dev <link> lladdr <mac> [PERMANENT]`, any state, both families
-    /// (the transient reachability state is left out).
+    /// Unicast neighbours as `<ip> dev <link> lladdr <mac> [PERMANENT]`, any state, both
+    /// families (the transient reachability state is left out, and so are the kernel's NOARP
+    /// entries for multicast groups, which come and go with its own router solicitations).
     pub neighbours: Vec<String>,
 }
 
@@ -59,6 +60,14 @@ fn neighbour_identity(line: &str) -> String {
     kept.join(" ")
 }
 
+/// Whether a neighbour line is for a multicast group (`ff00::/8`, `224.0.0.0/4`).
+fn is_multicast(line: &str) -> bool {
+    line.split_whitespace()
+        .next()
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|ip| ip.is_multicast())
+}
+
 impl NetState {
     /// Reads the state of `ns`.
     ///
@@ -73,6 +82,7 @@ impl NetState {
             .into_iter()
             .chain(lines(ns, &["-6", "neigh", "show", "nud", "all"])?)
             .map(|l| neighbour_identity(&l))
+            .filter(|l| !is_multicast(l))
             .collect();
         neighbours.sort();
         Ok(Self {

@@ -327,7 +327,9 @@ impl PodDriver for ExclusiveEniDriver {
         let key = pod_key(&pod.container_id, &pod.ifname);
         let adopted = find_adopted(pod_handle.as_ref(), Side::Pod, &key).await?;
         let (mtu, moved) = match &adopted {
-            Some((link, _)) if link.name == pod.ifname => (pod.mtu.unwrap_or(link.mtu), false),
+            Some((link, record)) if link.name == pod.ifname => {
+                (pod.mtu.unwrap_or(record.mtu), false)
+            }
             Some((link, _)) => {
                 return Err(Error::LinkConflict {
                     side: Side::Pod,
@@ -388,11 +390,11 @@ impl PodDriver for ExclusiveEniDriver {
         self.validate(pod)?;
         let pod_handle = node.required_pod_handle(pod)?;
         let key = pod_key(&pod.container_id, &pod.ifname);
+        // Without an explicit MTU the pod gets the ENI's own (recorded when it was adopted).
         let mtu = match find_adopted(pod_handle.as_ref(), Side::Pod, &key).await? {
-            Some((link, _)) => pod.mtu.unwrap_or(link.mtu),
-            None => pod.mtu.unwrap_or(0),
+            Some((_, record)) => Some(pod.mtu.unwrap_or(record.mtu)),
+            None => pod.mtu,
         };
-        let mtu = (mtu != 0).then_some(mtu);
         check_plan(node, &pod_handle, &self.plan(pod, mtu)).await
     }
 
