@@ -90,6 +90,13 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("{HOST_VETH_PREFIX}{}", pod_key(container_id, ifname))
 }
 
+/// Name under which a pod's ipvlan is created before it is renamed inside the pod: `cnks` + the
+/// same 11 hex digits as [`host_veth_name`].
+#[must_use]
+pub fn staging_name(container_id: &str, ifname: &str) -> String {
+    format!("cnks{}", pod_key(container_id, ifname))
+}
+
 /// Name of the IPVLAN host interface on the ENI with index `eni_ifindex`.
 #[must_use]
 pub fn ipvlan_host_name(eni_ifindex: u32) -> String {

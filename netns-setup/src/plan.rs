@@ -32,7 +32,13 @@ pub(crate) enum Origin {
     /// The far end of a veth created by another step (removed with it).
     VethPeer,
     /// An L2 ipvlan sub-interface of the node-side link `parent`, created on this step's side.
-    IpVlan { parent: String },
+    /// With `staging`, it is created under that name and then renamed: the kernel checks a new
+    /// link's name in the namespace of the request (the node), where the pod's name (`eth0`) may
+    /// well exist.
+    IpVlan {
+        parent: String,
+        staging: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -446,7 +452,17 @@ impl<'a> Executor<'a> {
         let link = match &spec.origin {
             Origin::Existing | Origin::VethPeer => self.required_link(side, &spec.name).await?,
             Origin::Veth { peer } => self.ensure_veth(plan, step, spec, peer).await?,
-            Origin::IpVlan { parent } => self.ensure_ipvlan(step, spec, parent).await?,
+            Origin::IpVlan {
+                parent,
+                staging: Some(staging),
+            } => {
+                self.ensure_staged_ipvlan(step, spec, parent, staging)
+                    .await?
+            }
+            Origin::IpVlan {
+                parent,
+                staging: None,
+            } => self.ensure_ipvlan(step, spec, parent).await?,
         };
         self.ensure_properties(side, spec, &link).await
     }
@@ -632,6 +648,72 @@ impl<'a> Executor<'a> {
         })
     }
 
+    async fn ensure_staged_ipvlan(
+        &mut self,
+        step: &Step,
+        spec: &LinkSpec,
+        parent: &str,
+        staging: &str,
+    ) -> StepResult<Link> {
+        let side = step.side;
+        let nl = |e| Error::netlink(side, e);
+        let parent_index = self.required_link(Side::Node, parent).await?.index;
+        if let Some(existing) = self.link(side, &spec.name).await? {
+            let ours = existing.kind == Some(LinkKind::IpVlan)
+                && existing.parent == Some(parent_index)
+                && existing.parent_netnsid.is_some();
+            if ours {
+                return Ok(existing);
+            }
+            return Err(Error::LinkConflict {
+                side,
+                name: spec.name.clone(),
+                reason: format!("it is not an ipvlan of {parent}"),
+            });
+        }
+        let handle = self.handle(side)?;
+        // Left over by an earlier run interrupted between creation and rename.
+        if let Some(stale) = self.link(side, staging).await? {
+            handle.del_link(stale.index).await.map_err(nl)?;
+            self.forget(side, staging);
+            self.report.changed += 1;
+        }
+        let new = NewLink::IpVlan {
+            name: staging.to_owned(),
+            parent: parent_index,
+            mode: IpVlanMode::L2,
+            netns: Some(handle.netns().clone()),
+            mtu: spec.mtu,
+            up: false,
+            noarp: spec.arp == Some(false),
+        };
+        self.node
+            .add_link(&new)
+            .await
+            .map_err(|e| Error::netlink(Side::Node, e))?;
+        self.forget(side, staging);
+        self.report.created += 1;
+        if !step.shared {
+            self.undo.push(Undo::Link(side, staging.to_owned()));
+        }
+        let created = self.required_link(side, staging).await?;
+        handle
+            .set_link(&LinkChange {
+                index: created.index,
+                name: Some(spec.name.clone()),
+                ..LinkChange::default()
+            })
+            .await
+            .map_err(nl)?;
+        if !step.shared {
+            self.undo.pop();
+            self.undo.push(Undo::Link(side, spec.name.clone()));
+        }
+        self.forget(side, staging);
+        self.forget(side, &spec.name);
+        self.required_link(side, &spec.name).await
+    }
+
     // ---- teardown ----------------------------------------------------------------------------
 
     /// Removes the objects of `plan` (pod-owned ones, or all when `include_shared`), newest first,
@@ -687,6 +769,15 @@ impl<'a> Executor<'a> {
                     Origin::Veth { .. } => LinkKind::Veth,
                     Origin::IpVlan { .. } => LinkKind::IpVlan,
                 };
+                if let Origin::IpVlan {
+                    staging: Some(staging),
+                    ..
+                } = &spec.origin
+                    && let Some(stale) = self.link(side, staging).await?
+                {
+                    self.forget(side, staging);
+                    ok_if_missing(handle.del_link(stale.index).await)?;
+                }
                 let Some(link) = self.link(side, &spec.name).await? else {
                     return Ok(());
                 };

@@ -20,6 +20,7 @@ use cnikit_netns_setup::{
 use cnikit_test_support::{netns::TestNetns, require_root, state::NetState};
 use common::{
     Cluster, DNS4, GW4, GW6, NODE4, NODE6, SERVICE4, SERVICE6, assert_two_way, pod4, pod6,
+    report_time,
 };
 
 fn driver() -> ExclusiveEniDriver {
@@ -334,7 +335,7 @@ async fn exclusive_leaves_nothing_after_500_cycles() {
         assert!(wired.report.created > 0, "cycle {cycle}");
         driver().teardown(&node, spec).await.unwrap();
     }
-    eprintln!("500 exclusive-ENI cycles in {:?}", started.elapsed());
+    report_time!("500 exclusive-ENI cycles in {:?}", started.elapsed());
     let node_after = NetState::capture(&cluster.node).unwrap();
     assert_eq!(
         node_after,

@@ -20,6 +20,7 @@ use cnikit_netns_setup::{
 use cnikit_test_support::{netns::TestNetns, require_root, state::NetState};
 use common::{
     Cluster, DNS4, GW4, GW6, NODE4, NODE6, SERVICE4, SERVICE6, assert_two_way, pod4, pod6,
+    report_time, settle,
 };
 
 #[tokio::test]
@@ -167,8 +168,8 @@ async fn veth_leaves_nothing_after_500_cycles() {
         VethDriver.teardown(&node, spec).await.unwrap();
         teardown += t.elapsed();
     }
-    eprintln!(
-        "500 cycles in {:?} (setup {setup:?}, teardown {teardown:?})",
+    report_time!(
+        "500 veth cycles in {:?} (setup {setup:?}, teardown {teardown:?})",
         started.elapsed()
     );
     let node_after = NetState::capture(&cluster.node).unwrap();
@@ -193,6 +194,8 @@ async fn veth_setup_converges_and_check_reports_each_drift() {
     let pod = cluster.pod();
     let spec = cluster.spec(&pod, "drift", "eth1", 1);
     VethDriver.setup(&node, &spec).await.unwrap();
+    settle(&pod);
+    settle(&cluster.node);
     let node_state = NetState::capture(&cluster.node).unwrap();
     let pod_state = NetState::capture(&pod).unwrap();
     let again = VethDriver.setup(&node, &spec).await.unwrap();

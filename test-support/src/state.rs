@@ -11,7 +11,7 @@ use crate::netns::TestNetns;
 pub struct NetState {
     /// `ip -o link` lines (statistics excluded).
     pub links: Vec<String>,
-    /// `ip -o addr` lines, both families.
+    /// `ip -o addr` lines, both families (without the transient `tentative` flag).
     pub addresses: Vec<String>,
     /// `ip route show table all`, both families.
     pub routes: Vec<String>,
@@ -23,15 +23,81 @@ pub struct NetState {
     pub neighbours: Vec<String>,
 }
 
+fn normalise(line: &str) -> String {
+    line.split_whitespace()
+        // Duplicate address detection in progress: transient, not a difference.
+        .filter(|w| *w != "tentative")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn lines(ns: &TestNetns, args: &[&str]) -> io::Result<Vec<String>> {
     let mut out: Vec<String> = ns
         .ip(args)?
         .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(normalise)
         .filter(|l| !l.is_empty())
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// Runs `commands` (none of which lists links) through one `ip -o <family> -batch -` and
+/// returns each command's lines.
+///
+/// One process per family instead of one per command: under the VM's software emulation a
+/// process start costs tens of milliseconds. Sections are told apart by a `link show dev lo`
+/// between them (loopback is always link 1, and its line is unmistakable).
+fn batch(ns: &TestNetns, family: &str, commands: &[&str]) -> io::Result<Vec<Vec<String>>> {
+    use std::io::Write as _;
+    const SEPARATOR: &str = "link show dev lo";
+    let args = ["-o", family, "-batch", "-"];
+    let mut child = ns
+        .command("ip")?
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| io::Error::other(format!("running `ip` (install iproute2): {e}")))?;
+    let script: String = commands
+        .iter()
+        .flat_map(|c| [*c, SEPARATOR])
+        .map(|c| format!("{c}\n"))
+        .collect();
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| io::Error::other("no stdin"))?
+        .write_all(script.as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        return Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let mut sections = vec![Vec::new()];
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        if line.starts_with("1: lo:") && line.contains("link/loopback") {
+            sections.push(Vec::new());
+        } else if !line.trim().is_empty()
+            && let Some(section) = sections.last_mut()
+        {
+            section.push(normalise(line));
+        }
+    }
+    sections.truncate(commands.len());
+    if sections.len() != commands.len() {
+        return Err(io::Error::other(
+            "ip -batch printed fewer sections than commands",
+        ));
+    }
+    for section in &mut sections {
+        section.sort();
+    }
+    Ok(sections)
 }
 
 /// Keeps the identity of a neighbour entry and whether it is permanent.
@@ -74,20 +140,28 @@ impl NetState {
     /// # Errors
     /// When `ip` fails.
     pub fn capture(ns: &TestNetns) -> io::Result<Self> {
-        let mut routes = lines(ns, &["-4", "route", "show", "table", "all"])?;
-        routes.extend(lines(ns, &["-6", "route", "show", "table", "all"])?);
-        let mut rules = lines(ns, &["-4", "rule", "show"])?;
-        rules.extend(lines(ns, &["-6", "rule", "show"])?);
-        let mut neighbours: Vec<String> = lines(ns, &["-4", "neigh", "show", "nud", "all"])?
-            .into_iter()
-            .chain(lines(ns, &["-6", "neigh", "show", "nud", "all"])?)
-            .map(|l| neighbour_identity(&l))
-            .filter(|l| !is_multicast(l))
-            .collect();
+        const PER_FAMILY: [&str; 3] = ["route show table all", "rule show", "neigh show nud all"];
+        let links = lines(ns, &["-o", "link", "show"])?;
+        let addresses = lines(ns, &["-o", "addr", "show"])?;
+        let mut routes = Vec::new();
+        let mut rules = Vec::new();
+        let mut neighbours = Vec::new();
+        for family in ["-4", "-6"] {
+            let [r, u, n]: [Vec<String>; 3] = batch(ns, family, &PER_FAMILY)?
+                .try_into()
+                .map_err(|_| io::Error::other("expected three sections"))?;
+            routes.extend(r);
+            rules.extend(u);
+            neighbours.extend(
+                n.iter()
+                    .map(|l| neighbour_identity(l))
+                    .filter(|l| !is_multicast(l)),
+            );
+        }
         neighbours.sort();
         Ok(Self {
-            links: lines(ns, &["-o", "link", "show"])?,
-            addresses: lines(ns, &["-o", "addr", "show"])?,
+            links,
+            addresses,
             routes,
             rules,
             neighbours,

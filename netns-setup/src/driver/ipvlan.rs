@@ -12,7 +12,7 @@ use crate::{
     Error, Result,
     drift::Drift,
     error::Side,
-    naming::ipvlan_host_name,
+    naming::{ipvlan_host_name, staging_name},
     netlink::{Family, Scope, TABLE_MAIN, host_route},
     plan::{LinkSpec, Object, Origin, Plan, Report},
     spec::{PodNetwork, SpecError},
@@ -72,6 +72,7 @@ impl IpVlanDriver {
             name: host.clone(),
             origin: Origin::IpVlan {
                 parent: eni.name.clone(),
+                staging: None,
             },
             mtu: None,
             up: true,
@@ -90,8 +91,9 @@ impl IpVlanDriver {
             name: pod.ifname.clone(),
             origin: Origin::IpVlan {
                 parent: eni.name.clone(),
+                staging: Some(staging_name(&pod.container_id, &pod.ifname)),
             },
-            mtu: pod.mtu,
+            mtu: Some(pod.mtu.unwrap_or(eni.mtu)),
             up: true,
             arp: None,
             mac: None,

@@ -38,17 +38,38 @@ pub(crate) fn pod6(n: u8) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x20 + u16::from(n))
 }
 
+/// Prints a line on the real stderr, past the test harness's capture (the VM log keeps it).
+macro_rules! report_time {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ignored = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use report_time;
+
 /// A VPC, a node, and ENIs `eth1..` in the node.
 pub(crate) struct Cluster {
     pub(crate) vpc: TestNetns,
     pub(crate) node: TestNetns,
     pub(crate) enis: Vec<String>,
+    /// The VPC's interface holding the gateway (`br0`, or `e1` when direct).
+    pub(crate) vpc_link: &'static str,
 }
 
 #[allow(clippy::unused_self, reason = "helpers read as methods of the cluster")]
 impl Cluster {
-    /// `enis` ENI stand-ins, forwarding on in the node and the VPC.
+    /// `enis` ENI stand-ins on the VPC bridge, forwarding on in the node and the VPC.
     pub(crate) fn new(enis: usize) -> Self {
+        Self::build(enis, true)
+    }
+
+    /// One ENI stand-in whose VPC end holds the gateway itself: no bridge (the VM loads only the
+    /// kernel modules its tests name, and the bridge is not one of them).
+    pub(crate) fn direct() -> Self {
+        Self::build(1, false)
+    }
+
+    fn build(enis: usize, bridge: bool) -> Self {
         let vpc = TestNetns::create(Role::Vpc).unwrap();
         let node = TestNetns::create(Role::Node).unwrap();
         // A real node's and VPC's links have finished IPv6 duplicate address detection long ago;
@@ -59,28 +80,31 @@ impl Cluster {
                 sysctl::set(&netns, &format!("net/ipv6/conf/{key}/accept_dad"), "0").unwrap();
             }
         }
-        vpc.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
-        vpc.ip(&["link", "set", "br0", "up"]).unwrap();
-        vpc.ip(&["addr", "add", &format!("{GW4}/24"), "dev", "br0"])
-            .unwrap();
-        vpc.ip(&["addr", "add", &format!("{GW6}/64"), "dev", "br0", "nodad"])
-            .unwrap();
-        // The node's primary interface.
+        // The VPC side: a bridge holding the gateway, or (direct) the single ENI's peer.
+        let gateway_link = if bridge { "br0" } else { "e1" };
+        if bridge {
+            vpc.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
+            vpc.ip(&["link", "set", "br0", "up"]).unwrap();
+        }
+        // The node's primary interface (with the node IPs as /32 and /128 when direct).
         node.veth_to(&vpc, "eth0", "n0").unwrap();
-        vpc.ip(&["link", "set", "n0", "master", "br0"]).unwrap();
-        node.ip(&["addr", "add", &format!("{NODE4}/24"), "dev", "eth0"])
+        let (len4, len6) = if bridge { (24, 64) } else { (32, 128) };
+        node.ip(&["addr", "add", &format!("{NODE4}/{len4}"), "dev", "eth0"])
             .unwrap();
         node.ip(&[
             "addr",
             "add",
-            &format!("{NODE6}/64"),
+            &format!("{NODE6}/{len6}"),
             "dev",
             "eth0",
             "nodad",
         ])
         .unwrap();
-        node.ip(&["route", "add", "default", "via", &GW4.to_string()])
-            .unwrap();
+        if bridge {
+            vpc.ip(&["link", "set", "n0", "master", "br0"]).unwrap();
+            node.ip(&["route", "add", "default", "via", &GW4.to_string()])
+                .unwrap();
+        }
         // Service and node-local DNS addresses served by the node's stack.
         for addr in [
             format!("{SERVICE4}/32"),
@@ -94,9 +118,22 @@ impl Cluster {
             let name = format!("eth{i}");
             let port = format!("e{i}");
             node.veth_to(&vpc, &name, &port).unwrap();
-            vpc.ip(&["link", "set", &port, "master", "br0"]).unwrap();
+            if bridge {
+                vpc.ip(&["link", "set", &port, "master", "br0"]).unwrap();
+            }
             names.push(name);
         }
+        vpc.ip(&["addr", "add", &format!("{GW4}/24"), "dev", gateway_link])
+            .unwrap();
+        vpc.ip(&[
+            "addr",
+            "add",
+            &format!("{GW6}/64"),
+            "dev",
+            gateway_link,
+            "nodad",
+        ])
+        .unwrap();
         for ns in [&vpc, &node] {
             sysctl::enable_forwarding(&Netns::from_path(ns.path()).unwrap()).unwrap();
         }
@@ -104,6 +141,7 @@ impl Cluster {
             vpc,
             node,
             enis: names,
+            vpc_link: gateway_link,
         }
     }
 
@@ -133,7 +171,7 @@ impl Cluster {
                 "lladdr",
                 &mac,
                 "dev",
-                "br0",
+                self.vpc_link,
                 "nud",
                 "permanent",
             ])
@@ -170,6 +208,22 @@ impl Cluster {
             .copied()
             .collect();
         values[1].parse().unwrap()
+    }
+}
+
+/// Waits (at most 5 s) until no IPv6 address in `ns` is still tentative: finishing duplicate
+/// address detection adds routes of its own, which would read as a change.
+pub(crate) fn settle(ns: &TestNetns) {
+    for _ in 0..100 {
+        if ns
+            .ip(&["-6", "addr", "show", "tentative"])
+            .unwrap()
+            .trim()
+            .is_empty()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
