@@ -20,7 +20,7 @@ use cnikit_netns_setup::{
 use cnikit_test_support::{netns::TestNetns, require_root, state::NetState};
 use common::{
     Cluster, DNS4, GW4, GW6, NODE4, NODE6, SERVICE4, SERVICE6, assert_two_way, pod4, pod6,
-    report_time,
+    report_time, stable_state,
 };
 
 fn driver() -> ExclusiveEniDriver {
@@ -36,7 +36,7 @@ async fn exclusive_pods_reach_the_vpc_each_other_and_the_node() {
         .ip(&["link", "set", "eth2", "mtu", "9000"])
         .unwrap();
     let node = Node::connect(&cluster.node_netns()).unwrap();
-    let before = NetState::capture(&cluster.node).unwrap();
+    let before = stable_state(&cluster.node);
     let (a, b) = (cluster.pod(), cluster.pod());
     let spec_a = cluster.spec(&a, "excl-a", "eth1", 1).with_mtu(1400);
     let spec_b = cluster.spec(&b, "excl-b", "eth2", 2);
@@ -220,7 +220,7 @@ async fn exclusive_failure_at_every_step_leaves_nothing_behind() {
     let plain = Node::connect(&netns).unwrap();
     let pod = cluster.pod();
     let spec = cluster.spec(&pod, "excl-inject", "eth1", 1).with_mtu(1400);
-    let node_before = NetState::capture(&cluster.node).unwrap();
+    let node_before = stable_state(&cluster.node);
     let pod_before = NetState::capture(&pod).unwrap();
     let faulty = |plan: &Arc<FaultPlan>| {
         Node::new(
@@ -326,7 +326,7 @@ async fn exclusive_leaves_nothing_after_500_cycles() {
                 .with_mtu(1400)
         })
         .collect();
-    let node_before = NetState::capture(&cluster.node).unwrap();
+    let node_before = stable_state(&cluster.node);
     let pods_before: Vec<_> = pods.iter().map(|p| NetState::capture(p).unwrap()).collect();
     let started = std::time::Instant::now();
     for cycle in 0..500 {

@@ -20,7 +20,7 @@ use cnikit_netns_setup::{
 use cnikit_test_support::{netns::TestNetns, require_root, state::NetState};
 use common::{
     Cluster, DNS4, GW4, GW6, NODE4, NODE6, SERVICE4, SERVICE6, assert_two_way, pod4, pod6,
-    report_time, settle,
+    report_time, settle, stable_state,
 };
 
 #[tokio::test]
@@ -154,7 +154,7 @@ async fn veth_leaves_nothing_after_500_cycles() {
         .collect();
     // The ENI's table is node state, in place before pods come and go.
     VethDriver.ensure_eni(&node, &specs[0]).await.unwrap();
-    let node_before = NetState::capture(&cluster.node).unwrap();
+    let node_before = stable_state(&cluster.node);
     let pods_before: Vec<_> = pods.iter().map(|p| NetState::capture(p).unwrap()).collect();
     let started = std::time::Instant::now();
     let (mut setup, mut teardown) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
@@ -415,7 +415,7 @@ async fn veth_failure_at_every_step_leaves_nothing_behind() {
     let pod = cluster.pod();
     let spec = cluster.spec(&pod, "inject", "eth1", 1);
     VethDriver.ensure_eni(&plain, &spec).await.unwrap();
-    let node_before = NetState::capture(&cluster.node).unwrap();
+    let node_before = stable_state(&cluster.node);
     let pod_before = NetState::capture(&pod).unwrap();
     let faulty = |plan: &Arc<FaultPlan>| {
         let handle = RtConnector.connect(&netns).unwrap();
@@ -543,7 +543,7 @@ async fn veth_teardown_keeps_going_and_survives_a_vanished_namespace() {
     let pod = cluster.pod();
     let spec = cluster.spec(&pod, "down", "eth1", 1);
     VethDriver.ensure_eni(&node, &spec).await.unwrap();
-    let baseline = NetState::capture(&cluster.node).unwrap();
+    let baseline = stable_state(&cluster.node);
 
     // The first removal (a rule) fails: the rest is still removed and the failure reported.
     VethDriver.setup(&node, &spec).await.unwrap();

@@ -22,7 +22,7 @@ use cnikit_netns_setup::{
 use cnikit_test_support::{netns::TestNetns, require_root, state::NetState};
 use common::{
     Cluster, DNS4, GW4, GW6, NODE4, NODE6, SERVICE4, SERVICE6, assert_two_way, pod4, pod6,
-    report_time, settle,
+    report_time, settle, stable_state,
 };
 
 const VM: &str = "runs in the qemu VM: cargo xtask vmtest";
@@ -308,7 +308,7 @@ async fn ipvlan_failure_at_every_step_leaves_nothing_behind() {
     let pod = cluster.pod();
     let spec = cluster.spec(&pod, "ipvl-inject", "eth1", 1);
     IpVlanDriver.ensure_eni(&plain, &spec).await.unwrap();
-    let node_before = NetState::capture(&cluster.node).unwrap();
+    let node_before = stable_state(&cluster.node);
     let pod_before = NetState::capture(&pod).unwrap();
     let counter = FaultPlan::count_only();
     IpVlanDriver
@@ -367,7 +367,7 @@ async fn ipvlan_rejects_bad_input_and_survives_a_vanished_namespace() {
             |e| matches!(e, Error::InvalidSpec(SpecError::MissingNodeIp { .. })),
         ),
     ];
-    let before = NetState::capture(&cluster.node).unwrap();
+    let before = stable_state(&cluster.node);
     for (i, (bad, expected)) in cases.into_iter().enumerate() {
         let plan = FaultPlan::count_only();
         let err = IpVlanDriver
@@ -380,7 +380,7 @@ async fn ipvlan_rejects_bad_input_and_survives_a_vanished_namespace() {
     assert_eq!(NetState::capture(&cluster.node).unwrap(), before);
 
     IpVlanDriver.ensure_eni(&node, &spec).await.unwrap();
-    let baseline = NetState::capture(&cluster.node).unwrap();
+    let baseline = stable_state(&cluster.node);
     IpVlanDriver.setup(&node, &spec).await.unwrap();
     let gone = PodNetwork {
         netns: None,
@@ -415,7 +415,7 @@ async fn ipvlan_leaves_nothing_after_500_cycles() {
         })
         .collect();
     IpVlanDriver.ensure_eni(&node, &specs[0]).await.unwrap();
-    let node_before = NetState::capture(&cluster.node).unwrap();
+    let node_before = stable_state(&cluster.node);
     let pods_before: Vec<_> = pods.iter().map(|p| NetState::capture(p).unwrap()).collect();
     // Under software emulation a cycle takes about 0.3 s: the full 500 run on the newest kernel,
     // 100 on 6.1, so that the VM stage stays within its time limit.

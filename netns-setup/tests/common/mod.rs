@@ -15,6 +15,7 @@ use std::{
 use cnikit_netns_setup::{EniRef, Netns, PodNetwork, netlink::MacAddr, sysctl};
 use cnikit_test_support::{
     netns::{Role, TestNetns},
+    state::NetState,
     traffic::{UdpSink, send_udp},
 };
 
@@ -211,20 +212,31 @@ impl Cluster {
     }
 }
 
-/// Waits (at most 5 s) until no IPv6 address in `ns` is still tentative: finishing duplicate
-/// address detection adds routes of its own, which would read as a change.
-pub(crate) fn settle(ns: &TestNetns) {
-    for _ in 0..100 {
-        if ns
-            .ip(&["-6", "addr", "show", "tentative"])
-            .unwrap()
-            .trim()
-            .is_empty()
-        {
-            return;
+/// The state of `ns` once the kernel's own follow-ups of a change have happened: duplicate
+/// address detection finishing, link-local routes appearing. Captures until two in a row,
+/// 100 ms apart, agree (at most about 5 s).
+pub(crate) fn stable_state(ns: &TestNetns) -> NetState {
+    let mut last = NetState::capture(ns).unwrap();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let next = NetState::capture(ns).unwrap();
+        let settled = next == last
+            && ns
+                .ip(&["-6", "addr", "show", "tentative"])
+                .unwrap()
+                .trim()
+                .is_empty();
+        last = next;
+        if settled {
+            break;
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
+    last
+}
+
+/// Waits for [`stable_state`].
+pub(crate) fn settle(ns: &TestNetns) {
+    stable_state(ns);
 }
 
 /// Sends UDP from `src` in `from` to `dst` in `to` and returns how many of 3 arrived.
