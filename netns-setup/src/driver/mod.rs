@@ -331,3 +331,6 @@ pub(crate) async fn apply_shared(node: &Node, plan: &Plan) -> Result<Report> {
         .apply(&plan.shared_only())
         .await
 }
+
+#[cfg(test)]
+mod tests;
