@@ -184,6 +184,13 @@ pub(crate) struct Executor<'a> {
 type StepResult<T> = Result<T, Error>;
 
 impl<'a> Executor<'a> {
+    /// Tells the executor about a node link already read (saves asking again).
+    pub(crate) fn knowing(mut self, link: Link) -> Self {
+        self.links
+            .insert((Side::Node, link.name.clone()), Some(link));
+        self
+    }
+
     pub(crate) fn new(node: &'a dyn NetlinkHandle, pod: Option<&'a dyn NetlinkHandle>) -> Self {
         Self {
             node,
@@ -355,6 +362,17 @@ impl<'a> Executor<'a> {
                 let index = self.required_link(side, link).await?.index;
                 let route = Route::new(*destination, index, *gateway, *table);
                 let handle = self.handle(side)?;
+                if step.shared {
+                    // Shared routes are there on every setup but the first: look before adding.
+                    let existing = handle
+                        .routes(route.family(), Some(route.table))
+                        .await
+                        .map_err(nl)?;
+                    if existing.iter().any(|r| r.matches(&route)) {
+                        self.report.unchanged += 1;
+                        return Ok(());
+                    }
+                }
                 match handle.add_route(&route, false).await {
                     Ok(()) => self.record_created(step, Undo::Route(side, route)),
                     Err(e) if e.is_exists() => {
@@ -493,7 +511,13 @@ impl<'a> Executor<'a> {
             .set_link(&change)
             .await
             .map_err(|e| Error::netlink(side, e))?;
-        self.forget(side, &spec.name);
+        // What the kernel now has, without asking again.
+        let mut updated = link.clone();
+        updated.mtu = change.mtu.unwrap_or(link.mtu);
+        updated.up |= change.up == Some(true);
+        updated.noarp = change.arp.map_or(link.noarp, |arp| !arp);
+        updated.mac = change.mac.or(link.mac);
+        self.links.insert((side, spec.name.clone()), Some(updated));
         self.report.changed += 1;
         Ok(())
     }

@@ -343,7 +343,17 @@ impl PodDriver for ExclusiveEniDriver {
         let host = self
             .node_path
             .then(|| host_veth_name(&pod.container_id, &pod.ifname));
-        match apply_plan(Mode::ExclusiveEni, node, pod, &pod_handle, &plan, host).await {
+        match apply_plan(
+            Mode::ExclusiveEni,
+            node,
+            pod,
+            &pod_handle,
+            &plan,
+            host,
+            None,
+        )
+        .await
+        {
             Ok(mut wired) => {
                 if moved {
                     wired.report.created += 1;

@@ -159,7 +159,16 @@ impl PodDriver for IpVlanDriver {
         Self::validate(pod, &eni)?;
         let pod_handle = node.required_pod_handle(pod)?;
         let plan = Self::plan(pod, &eni);
-        apply_plan(Mode::IpVlan, node, pod, &pod_handle, &plan, None).await
+        apply_plan(
+            Mode::IpVlan,
+            node,
+            pod,
+            &pod_handle,
+            &plan,
+            None,
+            Some(&eni),
+        )
+        .await
     }
 
     async fn teardown(&self, node: &Node, pod: &PodNetwork) -> Result<()> {

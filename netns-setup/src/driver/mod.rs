@@ -189,6 +189,8 @@ pub(crate) struct EniInfo {
     pub mac: Option<MacAddr>,
     pub mtu: u32,
     pub up: bool,
+    /// The link as read (`None` for [`EniInfo::gone`]).
+    pub link: Option<Link>,
 }
 
 impl EniInfo {
@@ -200,6 +202,7 @@ impl EniInfo {
             mac: None,
             mtu: 0,
             up: false,
+            link: None,
         }
     }
 }
@@ -207,11 +210,12 @@ impl EniInfo {
 impl From<Link> for EniInfo {
     fn from(link: Link) -> Self {
         Self {
-            name: link.name,
+            name: link.name.clone(),
             index: link.index,
             mac: link.mac,
             mtu: link.mtu,
             up: link.up,
+            link: Some(link),
         }
     }
 }
@@ -284,8 +288,12 @@ pub(crate) async fn apply_plan(
     pod_handle: &Handle,
     plan: &Plan,
     host_interface: Option<String>,
+    eni: Option<&EniInfo>,
 ) -> Result<Wired> {
     let mut exec = Executor::new(node.handle(), Some(pod_handle.as_ref()));
+    if let Some(link) = eni.and_then(|e| e.link.clone()) {
+        exec = exec.knowing(link);
+    }
     let report = exec.apply(plan).await?;
     let mac = exec.mac_of(Side::Pod, &pod.ifname).await;
     tracing::debug!(%mode, container = %pod.container_id, ?report, "pod wired");

@@ -139,7 +139,16 @@ impl PodDriver for VethDriver {
         let pod_handle = node.required_pod_handle(pod)?;
         let plan = Self::plan(pod, &eni);
         let host = host_veth_name(&pod.container_id, &pod.ifname);
-        apply_plan(Mode::Veth, node, pod, &pod_handle, &plan, Some(host)).await
+        apply_plan(
+            Mode::Veth,
+            node,
+            pod,
+            &pod_handle,
+            &plan,
+            Some(host),
+            Some(&eni),
+        )
+        .await
     }
 
     async fn teardown(&self, node: &Node, pod: &PodNetwork) -> Result<()> {

@@ -41,10 +41,15 @@ use super::{
 use crate::{Error, Result, error::NetlinkError, netns::Netns};
 
 /// A rtnetlink connection bound to one namespace.
+///
+/// The handle may be shared by concurrent tasks. Requests run concurrently; dumps are taken one
+/// at a time, because the kernel refuses a second dump on a socket while one is in progress
+/// (`EBUSY`).
 #[derive(Clone, Debug)]
 pub struct RtNetlink {
     netns: Netns,
     handle: rtnetlink::Handle,
+    dumps: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RtNetlink {
@@ -83,6 +88,7 @@ impl RtNetlink {
         Ok(Self {
             netns: netns.clone(),
             handle,
+            dumps: Arc::default(),
         })
     }
 }
@@ -444,6 +450,7 @@ impl NetlinkHandle for RtNetlink {
     }
 
     async fn links(&self) -> NlResult<Vec<Link>> {
+        let _dump = self.dumps.lock().await;
         let mut stream = self.handle.link().get().execute();
         let mut links = Vec::new();
         while let Some(msg) = stream
@@ -593,6 +600,7 @@ impl NetlinkHandle for RtNetlink {
     }
 
     async fn addresses(&self, index: Option<u32>) -> NlResult<Vec<Address>> {
+        let _dump = self.dumps.lock().await;
         let mut req = self.handle.address().get();
         if let Some(index) = index {
             req.message_mut().header.index = index;
@@ -646,6 +654,7 @@ impl NetlinkHandle for RtNetlink {
     }
 
     async fn routes(&self, family: Family, table: Option<u32>) -> NlResult<Vec<Route>> {
+        let _dump = self.dumps.lock().await;
         // A clean header: under strict checking, non-zero protocol/type/scope would filter.
         let mut msg = RouteMessage::default();
         msg.header.address_family = family_of(family);
@@ -689,6 +698,7 @@ impl NetlinkHandle for RtNetlink {
     }
 
     async fn rules(&self, family: Family) -> NlResult<Vec<Rule>> {
+        let _dump = self.dumps.lock().await;
         let version = match family {
             Family::V4 => rtnetlink::IpVersion::V4,
             Family::V6 => rtnetlink::IpVersion::V6,
@@ -723,6 +733,7 @@ impl NetlinkHandle for RtNetlink {
     }
 
     async fn neighbours(&self, family: Family, index: Option<u32>) -> NlResult<Vec<Neighbour>> {
+        let _dump = self.dumps.lock().await;
         let mut req = self
             .handle
             .neighbours()
