@@ -298,16 +298,25 @@ fn bench(c: &mut Criterion) {
     }
     let smoke = smoke_mode();
     let (rounds, batches) = if smoke { (3, 1) } else { (300, 12) };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One pod at a time on a current-thread runtime, as a CNI plugin process runs; 16 at once on
+    // a two-worker runtime, as a node agent would. Each runtime drives its own node socket.
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let multi = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let bed = Bed::new();
-    let node = {
+    let node_netns = Netns::from_path(bed.node.path()).unwrap();
+    let connect = |rt: &tokio::runtime::Runtime| {
         let _entered = rt.enter();
-        Node::connect(&Netns::from_path(bed.node.path()).unwrap()).unwrap()
+        Node::connect(&node_netns).unwrap()
     };
+    let (node, node_multi) = (connect(&single), connect(&multi));
+    let rt = &single;
 
     // veth: every pod on eth1.
     let veth: Arc<dyn PodDriver> = Arc::new(VethDriver);
@@ -330,11 +339,11 @@ fn bench(c: &mut Criterion) {
         });
     });
     group.finish();
-    let seq = sequential(&rt, &node, veth.as_ref(), &specs, rounds);
-    let conc = concurrent(&rt, &node, &veth, &specs, batches);
+    let seq = sequential(rt, &node, veth.as_ref(), &specs, rounds);
+    let conc = concurrent(&multi, &node_multi, &veth, &specs, batches);
     report_driver("veth", &seq, &conc);
     let dual: Vec<_> = (0..PODS).map(|i| bed.spec(i, "eth1", true)).collect();
-    let (setups, teardowns) = sequential(&rt, &node, veth.as_ref(), &dual, rounds / 3 + 1);
+    let (setups, teardowns) = sequential(rt, &node, veth.as_ref(), &dual, rounds / 3 + 1);
     if let (Some(s), Some(t)) = (Summary::of(&setups), Summary::of(&teardowns)) {
         report(
             "pod_wiring",
@@ -357,8 +366,8 @@ fn bench(c: &mut Criterion) {
     let specs: Vec<_> = (0..PODS)
         .map(|i| bed.spec(i, &format!("eth{}", i + 1), false))
         .collect();
-    let seq = sequential(&rt, &node, exclusive.as_ref(), &specs, rounds / 2 + 1);
-    let conc = concurrent(&rt, &node, &exclusive, &specs, batches);
+    let seq = sequential(rt, &node, exclusive.as_ref(), &specs, rounds / 2 + 1);
+    let conc = concurrent(&multi, &node_multi, &exclusive, &specs, batches);
     report_driver("exclusive-eni", &seq, &conc);
 
     // IPVLAN: only where the kernel has it (the qemu VM tests cover it on Debian's kernels).
@@ -368,8 +377,8 @@ fn bench(c: &mut Criterion) {
             let ipvlan: Arc<dyn PodDriver> = Arc::new(IpVlanDriver);
             let specs: Vec<_> = (0..PODS).map(|i| bed.spec(i, "eth1", false)).collect();
             rt.block_on(ipvlan.ensure_eni(&node, &specs[0])).unwrap();
-            let seq = sequential(&rt, &node, ipvlan.as_ref(), &specs, rounds);
-            let conc = concurrent(&rt, &node, &ipvlan, &specs, batches);
+            let seq = sequential(rt, &node, ipvlan.as_ref(), &specs, rounds);
+            let conc = concurrent(&multi, &node_multi, &ipvlan, &specs, batches);
             report_driver("ipvlan", &seq, &conc);
             rt.block_on(ipvlan.release_eni(&node, &specs[0])).unwrap();
         }
