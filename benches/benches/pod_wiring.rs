@@ -161,6 +161,7 @@ fn report_driver(
             ("driver", &name),
             ("mode", &"sequential"),
             ("setup_p50_ms", &ms(s.p50)),
+            ("setup_p90_ms", &ms(s.p90)),
             ("setup_p99_ms", &ms(s.p99)),
             ("teardown_p50_ms", &ms(t.p50)),
             ("teardown_p99_ms", &ms(t.p99)),
@@ -311,11 +312,11 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let bed = Bed::new();
     let node_netns = Netns::from_path(bed.node.path()).unwrap();
-    let connect = |rt: &tokio::runtime::Runtime| {
+    let connect = |rt: &tokio::runtime::Runtime, sockets| {
         let _entered = rt.enter();
-        Node::connect(&node_netns).unwrap()
+        Node::connect_pool(&node_netns, sockets).unwrap()
     };
-    let (node, node_multi) = (connect(&single), connect(&multi));
+    let (node, node_multi) = (connect(&single, 1), connect(&multi, PODS));
     let rt = &single;
 
     // veth: every pod on eth1.

@@ -5,7 +5,14 @@
 //! talk to the kernel only through the [`Node`]'s netlink handles, so the same logic runs against
 //! rtnetlink and against the fake kernel.
 
-use std::{fmt, net::IpAddr, sync::Arc};
+use std::{
+    fmt,
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use async_trait::async_trait;
 
@@ -117,10 +124,16 @@ pub trait PodDriver: Send + Sync + fmt::Debug {
     async fn release_eni(&self, node: &Node, pod: &PodNetwork) -> Result<()>;
 }
 
-/// The node namespace, a netlink handle in it, and the connector that opens pod handles.
+/// The node namespace, netlink handles in it, and the connector that opens pod handles.
+///
+/// Cheap to clone and to share between concurrent operations. A node may hold several sockets
+/// ([`connect_pool`](Self::connect_pool)), used in turn: the kernel handles one socket's requests
+/// one after the other, so concurrent teardowns (each waiting out a veth's deletion) overlap only
+/// on different sockets.
 #[derive(Clone, Debug)]
 pub struct Node {
-    handle: Handle,
+    handles: Arc<[Handle]>,
+    next: Arc<AtomicUsize>,
     connector: Arc<dyn Connector>,
 }
 
@@ -128,16 +141,46 @@ impl Node {
     /// A node from an existing handle and a connector for pod namespaces.
     #[must_use]
     pub fn new(handle: Handle, connector: Arc<dyn Connector>) -> Self {
-        Self { handle, connector }
+        Self::with_handles(vec![handle], connector)
     }
 
-    /// The node in `netns`, over rtnetlink (needs a tokio runtime).
+    /// A node using `handles` (all in the node namespace) in turn.
+    ///
+    /// # Panics
+    /// When `handles` is empty.
+    #[must_use]
+    pub fn with_handles(handles: Vec<Handle>, connector: Arc<dyn Connector>) -> Self {
+        assert!(
+            !handles.is_empty(),
+            "a node needs at least one netlink handle"
+        );
+        Self {
+            handles: handles.into(),
+            next: Arc::default(),
+            connector,
+        }
+    }
+
+    /// The node in `netns`, over one rtnetlink socket (needs a tokio runtime). Right for a CNI
+    /// plugin process, which wires one pod.
     ///
     /// # Errors
     /// When the namespace cannot be entered or there is no runtime.
     pub fn connect(netns: &Netns) -> Result<Self> {
+        Self::connect_pool(netns, 1)
+    }
+
+    /// The node in `netns` over `sockets` rtnetlink sockets (at least one): for an agent wiring
+    /// pods concurrently, about as many as it runs at once.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub fn connect_pool(netns: &Netns, sockets: usize) -> Result<Self> {
         let connector: Arc<dyn Connector> = Arc::new(RtConnector);
-        Ok(Self::new(connector.connect(netns)?, connector))
+        let handles = (0..sockets.max(1))
+            .map(|_| connector.connect(netns))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::with_handles(handles, connector))
     }
 
     /// The node in the calling thread's namespace, over rtnetlink.
@@ -148,16 +191,17 @@ impl Node {
         Self::connect(&Netns::current()?)
     }
 
-    /// The node namespace's handle.
+    /// A handle in the node namespace (the next one, when there are several).
     #[must_use]
     pub fn handle(&self) -> &dyn NetlinkHandle {
-        self.handle.as_ref()
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].as_ref()
     }
 
     /// The node namespace.
     #[must_use]
     pub fn netns(&self) -> &Netns {
-        self.handle.netns()
+        self.handles[0].netns()
     }
 
     /// The connector used for pod namespaces.
