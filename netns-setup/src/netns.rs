@@ -345,6 +345,34 @@ mod tests {
     }
 
     #[test]
+    fn named_namespaces_are_created_entered_and_deleted() {
+        cnikit_test_support::require_root!("named_namespaces_are_created_entered_and_deleted");
+        // The harness's prefix and our pid: a sweep removes it if this test is killed.
+        let name = format!("cnkt-{}-named", std::process::id());
+        let created = Netns::create_named(&name).unwrap();
+        assert!(created.is_kernel());
+        assert!(matches!(
+            Netns::create_named(&name),
+            Err(Error::Netns { .. })
+        ));
+        let opened = Netns::named(&name).unwrap();
+        assert_eq!(opened, created);
+        assert_ne!(opened, Netns::current().unwrap());
+        let inner = created
+            .run(|| fs::read_link("/proc/thread-self/ns/net").unwrap())
+            .unwrap();
+        assert_ne!(inner, fs::read_link("/proc/self/ns/net").unwrap());
+        Netns::delete_named(&name).unwrap();
+        assert!(!Path::new(NETNS_RUN_DIR).join(&name).exists());
+        Netns::delete_named(&name).unwrap();
+        // The open handle keeps the namespace usable after its name is gone.
+        assert!(created.run(|| ()).is_ok());
+        let scratch = Netns::scratch().unwrap();
+        assert_ne!(scratch, created);
+        assert_eq!(scratch.path(), None);
+    }
+
+    #[test]
     fn current_equals_itself_and_fakes_differ() {
         let a = Netns::current().unwrap();
         let b = Netns::from_pid(std::process::id()).unwrap();

@@ -60,6 +60,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn writes_land_in_the_namespace_only() {
+        cnikit_test_support::require_root!("writes_land_in_the_namespace_only");
+        let ns = Netns::scratch().unwrap();
+        let ours = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+        enable_forwarding(&ns).unwrap();
+        assert_eq!(get(&ns, "net/ipv4/ip_forward").unwrap(), "1");
+        assert_eq!(get(&ns, "net/ipv6/conf/all/forwarding").unwrap(), "1");
+        assert_eq!(
+            fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+            ours
+        );
+        assert!(set(&ns, "net/ipv4/no_such_key", "1").is_err());
+    }
+
+    #[test]
     fn rejects_keys_outside_net() {
         for bad in ["kernel/hostname", "net/../kernel/x", "net//x", ""] {
             assert!(path(bad).is_err(), "{bad}");
