@@ -8,6 +8,8 @@
 //! - [`traffic`]: real UDP datagrams from one namespace, counted in another.
 //! - [`process`]: external helper processes (servers on loopback) with bounded waits, killed on
 //!   drop.
+//! - [`state`]: snapshots of a namespace's links, addresses, routes, rules and neighbours (read
+//!   with iproute2) and their differences, for leak and rollback tests.
 //!
 //! ```no_run
 //! use cnikit_test_support::{netns::{Role, TestNetns}, require_root};
@@ -26,6 +28,7 @@
 pub mod netns;
 pub mod privilege;
 pub mod process;
+pub mod state;
 pub mod traffic;
 
 pub use privilege::in_ci;

@@ -31,7 +31,13 @@ use std::{
 use crate::cpio::Cpio;
 
 /// Test targets run inside the VM: `(package, integration test target)`.
-pub(crate) const VM_TESTS: &[(&str, &str)] = &[("cnikit-test-support", "vm_smoke")];
+pub(crate) const VM_TESTS: &[(&str, &str)] = &[
+    ("cnikit-test-support", "vm_smoke"),
+    // ---- netns-setup ----
+    ("cnikit-netns-setup", "vm_ipvlan"),
+    ("cnikit-netns-setup", "probe"),
+    // ---- end netns-setup ----
+];
 
 /// Kernel modules loaded in the guest (with their dependencies), and their arguments.
 const MODULES: &[(&str, &str)] = &[

@@ -1,0 +1,180 @@
+//! veth + policy routing: the pod's interface is one end of a veth pair; its egress leaves
+//! through its ENI by a source rule and the ENI's own table.
+
+use async_trait::async_trait;
+
+use super::{
+    EniInfo, Mode, Node, PodDriver, Wired, apply_plan, apply_shared, check_plan, default_via,
+    find_eni, link_local_gateway, remove_plan, require_eni,
+};
+use crate::{
+    Result,
+    drift::Drift,
+    error::Side,
+    naming::{
+        HOST_VETH_MAC, PRIORITY_FROM_POD, PRIORITY_TO_POD, eni_table, host_veth_name, pod_veth_mac,
+    },
+    netlink::{Rule, Scope, TABLE_MAIN, host_route},
+    plan::{LinkSpec, Object, Origin, Plan, Report},
+    spec::PodNetwork,
+};
+
+/// veth pair + policy routing (the fallback that works on every kernel).
+///
+/// In the pod: `<ifname>` with the pod IP as `/32` (`/128`), a permanent neighbour for the
+/// link-local gateway `169.254.1.1` (`fe80::1`) pointing at the host end's fixed MAC, and a
+/// default route via that gateway. On the node: `cnk<hash>` with a `/32` route to the pod, rule
+/// 512 `to <pod> lookup main` and rule 2048 `from <pod> lookup <ENI table>`; the ENI table
+/// (shared by the ENI's pods) holds `default via <vSwitch gateway> dev <ENI> onlink`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VethDriver;
+
+impl VethDriver {
+    pub(crate) fn plan(pod: &PodNetwork, eni: &EniInfo) -> Plan {
+        let host = host_veth_name(&pod.container_id, &pod.ifname);
+        let table = pod.route_table.unwrap_or_else(|| eni_table(eni.index));
+        let mtu = Some(pod.mtu.unwrap_or(eni.mtu));
+        let mut plan = Plan::default();
+
+        plan.shared(Object::Link(LinkSpec {
+            name: eni.name.clone(),
+            origin: Origin::Existing,
+            mtu: None,
+            up: true,
+            arp: None,
+            mac: None,
+        }));
+        for gateway in pod.ip_configs().filter_map(|c| c.gateway) {
+            for object in default_via(&eni.name, gateway, table) {
+                plan.shared(object);
+            }
+        }
+
+        plan.node(Object::Link(LinkSpec {
+            name: host.clone(),
+            origin: Origin::Veth {
+                peer: pod.ifname.clone(),
+            },
+            mtu,
+            up: true,
+            arp: None,
+            mac: Some(HOST_VETH_MAC),
+        }));
+        let pod_mac = pod_veth_mac(&pod.container_id, &pod.ifname);
+        plan.pod(Object::Link(LinkSpec {
+            name: pod.ifname.clone(),
+            origin: Origin::VethPeer,
+            mtu,
+            up: true,
+            arp: None,
+            mac: Some(pod_mac),
+        }));
+        for config in pod.ip_configs() {
+            let gateway = link_local_gateway(config.family());
+            plan.pod(Object::Address {
+                link: pod.ifname.clone(),
+                address: host_route(config.ip()),
+                scope: Scope::Universe,
+            });
+            plan.pod(Object::Neighbour {
+                link: pod.ifname.clone(),
+                ip: gateway,
+                mac: HOST_VETH_MAC,
+            });
+            plan.pod(Object::Route {
+                link: pod.ifname.clone(),
+                destination: config.family().default_route(),
+                gateway: Some(gateway),
+                table: TABLE_MAIN,
+            });
+        }
+        for config in pod.ip_configs() {
+            plan.node(Object::Route {
+                link: host.clone(),
+                destination: host_route(config.ip()),
+                gateway: None,
+                table: TABLE_MAIN,
+            });
+            // No ARP/NDP towards the pod: an IPv6 solicitation could not even be sent while the
+            // host end's link-local address is still tentative.
+            plan.node(Object::Neighbour {
+                link: host.clone(),
+                ip: config.ip(),
+                mac: pod_mac,
+            });
+        }
+        for config in pod.ip_configs() {
+            let ip = host_route(config.ip());
+            plan.node(Object::Rule(Rule::to_destination(
+                PRIORITY_TO_POD,
+                ip,
+                TABLE_MAIN,
+            )));
+            plan.node(Object::Rule(Rule::from_source(
+                PRIORITY_FROM_POD,
+                ip,
+                table,
+            )));
+        }
+        plan
+    }
+
+    /// The ENI if present, else a stand-in: teardown must work after the ENI is gone.
+    async fn eni_or_gone(node: &Node, pod: &PodNetwork) -> Result<EniInfo> {
+        Ok(find_eni(node.handle(), Side::Node, &pod.eni)
+            .await?
+            .map_or_else(EniInfo::gone, EniInfo::from))
+    }
+}
+
+#[async_trait]
+impl PodDriver for VethDriver {
+    fn mode(&self) -> Mode {
+        Mode::Veth
+    }
+
+    async fn setup(&self, node: &Node, pod: &PodNetwork) -> Result<Wired> {
+        pod.validate()?;
+        let eni = require_eni(node, &pod.eni).await?;
+        let pod_handle = node.required_pod_handle(pod)?;
+        let plan = Self::plan(pod, &eni);
+        let host = host_veth_name(&pod.container_id, &pod.ifname);
+        apply_plan(
+            Mode::Veth,
+            node,
+            pod,
+            &pod_handle,
+            &plan,
+            Some(host),
+            Some(&eni),
+        )
+        .await
+    }
+
+    async fn teardown(&self, node: &Node, pod: &PodNetwork) -> Result<()> {
+        pod.validate_names()?;
+        let eni = Self::eni_or_gone(node, pod).await?;
+        // The veth's deletion takes the pod end and its addresses, routes and neighbours:
+        // nothing inside the pod needs a request of its own.
+        remove_plan(node, None, &Self::plan(pod, &eni), false).await
+    }
+
+    async fn check(&self, node: &Node, pod: &PodNetwork) -> Result<Vec<Drift>> {
+        pod.validate()?;
+        let eni = require_eni(node, &pod.eni).await?;
+        let pod_handle = node.required_pod_handle(pod)?;
+        check_plan(node, &pod_handle, &Self::plan(pod, &eni)).await
+    }
+
+    async fn ensure_eni(&self, node: &Node, pod: &PodNetwork) -> Result<Report> {
+        pod.validate()?;
+        let eni = require_eni(node, &pod.eni).await?;
+        apply_shared(node, &Self::plan(pod, &eni)).await
+    }
+
+    async fn release_eni(&self, node: &Node, pod: &PodNetwork) -> Result<()> {
+        pod.validate()?;
+        let eni = require_eni(node, &pod.eni).await?;
+        remove_plan(node, None, &Self::plan(pod, &eni).shared_only(), true).await
+    }
+}
