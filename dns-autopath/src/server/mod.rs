@@ -198,26 +198,7 @@ impl DnsServerBuilder {
         } else {
             config.udp_workers
         };
-        // The first socket fixes the port when port 0 was asked for.
-        let first = udp::bind_socket(config.listen).map_err(|source| Error::Bind {
-            protocol: "udp",
-            addr: config.listen,
-            source,
-        })?;
-        let local_addr = first
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(config.listen);
-        let mut sockets = vec![first];
-        for _ in 1..workers {
-            sockets.push(udp::bind_socket(local_addr).map_err(|source| Error::Bind {
-                protocol: "udp",
-                addr: local_addr,
-                source,
-            })?);
-        }
-        let listener = bind_tcp(local_addr)?;
+        let (sockets, listener, local_addr) = bind_all(config.listen, workers)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(workers);
         let mut worker_counters = Vec::with_capacity(workers);
@@ -252,6 +233,59 @@ impl DnsServerBuilder {
             stop,
         })
     }
+}
+
+/// Binds `workers` UDP sockets and one TCP listener on the same address.
+///
+/// When port 0 is asked for, the first UDP socket picks the port and the others follow it; if the
+/// TCP (or a further UDP) bind then finds that port taken by someone else, the whole set is
+/// released and bound again on a fresh port (a few times) rather than failing at random.
+fn bind_all(
+    listen: SocketAddr,
+    workers: usize,
+) -> Result<(Vec<socket2::Socket>, tokio::net::TcpListener, SocketAddr), Error> {
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match bind_all_once(listen, workers) {
+            Err(Error::Bind { source, .. })
+                if listen.port() == 0
+                    && attempt < ATTEMPTS
+                    && source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                tracing::debug!(attempt, "ephemeral port taken for TCP or UDP; rebinding");
+            }
+            other => return other,
+        }
+    }
+}
+
+fn bind_all_once(
+    listen: SocketAddr,
+    workers: usize,
+) -> Result<(Vec<socket2::Socket>, tokio::net::TcpListener, SocketAddr), Error> {
+    // The first socket fixes the port when port 0 was asked for.
+    let first = udp::bind_socket(listen).map_err(|source| Error::Bind {
+        protocol: "udp",
+        addr: listen,
+        source,
+    })?;
+    let local_addr = first
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(listen);
+    let mut sockets = vec![first];
+    for _ in 1..workers {
+        sockets.push(udp::bind_socket(local_addr).map_err(|source| Error::Bind {
+            protocol: "udp",
+            addr: local_addr,
+            source,
+        })?);
+    }
+    let listener = bind_tcp(local_addr)?;
+    Ok((sockets, listener, local_addr))
 }
 
 fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
