@@ -366,6 +366,15 @@ impl ReferenceModel {
         }
     }
 
+    /// Whether an ICMP error quoting `quoted` relates to a tracked flow that a policy check let
+    /// through (either direction).
+    fn related(&self, quoted: &Tuple, now: u64) -> bool {
+        [*quoted, quoted.reversed()].iter().any(|t| {
+            self.lookup(t, now)
+                .is_some_and(|track| track.egress || track.ingress)
+        })
+    }
+
     fn endpoint_counters(&mut self, addr: Ipv4Addr) -> Option<&mut EndpointCounters> {
         let id = self.endpoints.get(&addr)?.id;
         self.endpoint_stats.get_mut(&id)
@@ -422,8 +431,11 @@ impl ReferenceModel {
 
         // Egress policy with connection tracking (see `policy::egress_allowed` in the kernel).
         let existing = self.lookup(&flow, now);
-        let mut allowed = None;
+        let mut allowed = quoted_flow(p)
+            .is_some_and(|q| self.related(&q, now))
+            .then_some(true);
         match existing {
+            _ if allowed.is_some() => {}
             Some(track) if !syn_only && track.egress => {
                 self.touch(&flow, closing, now);
                 self.set_reply_source(&flow, choice.as_ref());
@@ -519,8 +531,21 @@ impl ReferenceModel {
         };
         let existing = self.lookup(&flow, now);
         let mut out = p.clone();
-        let mut verdict = None;
+        let mut verdict = quoted_flow(p)
+            .is_some_and(|q| {
+                let rejected_by_service = q.src.ip() == &p.dst
+                    && Protocol::from_number(q.protocol).is_some_and(|protocol| {
+                        self.services.contains_key(&ServiceKey {
+                            vip: *q.dst.ip(),
+                            port: q.dst.port(),
+                            protocol,
+                        })
+                    });
+                self.related(&q, now) || rejected_by_service
+            })
+            .then_some(true);
         match existing {
+            _ if verdict.is_some() => {}
             Some(track) if !syn_only && track.ingress => {
                 self.touch(&flow, closing, now);
                 verdict = Some(true);
@@ -582,6 +607,31 @@ impl ReferenceModel {
     }
 }
 
+/// For an ICMP error, the flow of the packet it quotes (ports zero for protocols without).
+fn quoted_flow(p: &Packet) -> Option<Tuple> {
+    match &p.transport {
+        Transport::Icmp {
+            icmp_type: 3 | 11 | 12,
+            quoted: Some(q),
+            ..
+        } => {
+            let with_ports = Protocol::from_number(q.protocol).is_some();
+            let (sport, dport) = if with_ports {
+                (q.sport, q.dport)
+            } else {
+                (0, 0)
+            };
+            Some(Tuple {
+                kind: Kind::Flow,
+                protocol: q.protocol,
+                src: SocketAddrV4::new(q.src, sport),
+                dst: SocketAddrV4::new(q.dst, dport),
+            })
+        }
+        _ => None,
+    }
+}
+
 fn is_syn_only(p: &Packet) -> bool {
     matches!(p.transport, Transport::Tcp { flags, .. }
         if flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN)
@@ -604,8 +654,16 @@ fn set_ports(transport: &mut Transport, new_sport: u16, new_dport: u16) {
     }
 }
 
-/// The ICMP port unreachable the datapath answers a packet to a service without backends with.
+/// The ICMP port unreachable the datapath answers a packet to a service without backends with:
+/// it quotes the IPv4 header and the UDP header or the base TCP header.
 fn port_unreachable(p: &Packet, sport: u16, dport: u16) -> Packet {
+    let quote = if p.transport.protocol() == IPPROTO_TCP {
+        40
+    } else {
+        28
+    };
+    let frame = p.to_frame();
+    let payload = frame.get(14 + 28..14 + quote).unwrap_or_default().to_vec();
     Packet {
         src: p.dst,
         dst: p.src,
@@ -620,7 +678,7 @@ fn port_unreachable(p: &Packet, sport: u16, dport: u16) -> Packet {
                 dport,
             }),
         },
-        payload: Vec::new(),
+        payload,
     }
 }
 

@@ -8,6 +8,9 @@
 //! - [`traffic`]: real UDP datagrams from one namespace, counted in another.
 //! - [`process`]: external helper processes (servers on loopback) with bounded waits, killed on
 //!   drop.
+//! - [`pods`]: a node namespace with routed pod namespaces (veth, /32 addresses, link-local
+//!   gateway), the shape a CNI builds.
+//! - [`bpffs`]: a private bpf filesystem instance for tests that pin BPF objects.
 //!
 //! ```no_run
 //! use cnikit_test_support::{netns::{Role, TestNetns}, require_root};
@@ -23,7 +26,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bpffs;
 pub mod netns;
+pub mod pods;
 pub mod privilege;
 pub mod process;
 pub mod traffic;

@@ -113,7 +113,8 @@ fn from_endpoint(ctx: &TcContext, p: &Packet) -> i32 {
         kind: CT_KIND_FLOW,
         _pad: 0,
     };
-    if !policy::egress_allowed(p, &flow, ep.as_ref(), selection.as_ref(), now) {
+    let quoted = packet::quoted_flow(ctx, p);
+    if !policy::egress_allowed(p, quoted.as_ref(), &flow, ep.as_ref(), selection.as_ref(), now) {
         stats::drop(ep.as_ref(), DropReason::EgressPolicy);
         return TC_ACT_SHOT;
     }
@@ -142,7 +143,8 @@ fn to_endpoint(ctx: &TcContext, p: &Packet) -> i32 {
     let now = now_ns();
     let len = u64::from(ctx.len());
     let ep = endpoint(p.daddr);
-    match policy::ingress(p, ep.as_ref(), now) {
+    let quoted = packet::quoted_flow(ctx, p);
+    match policy::ingress(p, quoted.as_ref(), ep.as_ref(), now) {
         policy::Ingress::Deny => {
             stats::drop(ep.as_ref(), DropReason::IngressPolicy);
             TC_ACT_SHOT

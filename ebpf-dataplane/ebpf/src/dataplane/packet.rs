@@ -4,7 +4,10 @@
 //! IPv4 header length may vary without the verifier having to follow packet pointers.
 
 use aya_ebpf::programs::TcContext;
-use cnikit_ebpf_common::net::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
+use cnikit_ebpf_common::{
+    conntrack::{CT_KIND_FLOW, CtKey},
+    net::{IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP},
+};
 
 pub(crate) const ETH_HLEN: usize = 14;
 const ETH_P_IP_RAW: u16 = 0x0800_u16.to_be();
@@ -33,6 +36,8 @@ pub(crate) struct Packet {
     pub(crate) tcp_flags: u8,
     /// Ports were read: TCP, UDP or SCTP, and not a non-first fragment.
     pub(crate) has_ports: bool,
+    /// Not a non-first fragment (the L4 header is here).
+    pub(crate) first_fragment: bool,
 }
 
 impl Packet {
@@ -93,6 +98,7 @@ pub(crate) fn parse(ctx: &TcContext) -> Option<Packet> {
         proto,
         tcp_flags: 0,
         has_ports: false,
+        first_fragment: fragment_offset == 0,
     };
     let with_ports = proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
     if fragment_offset == 0 && with_ports {
@@ -106,6 +112,43 @@ pub(crate) fn parse(ctx: &TcContext) -> Option<Packet> {
         packet.has_ports = true;
     }
     Some(packet)
+}
+
+/// For an ICMP error (destination unreachable, time exceeded, parameter problem), the flow of
+/// the packet it quotes, as a flow key.
+#[inline(always)]
+pub(crate) fn quoted_flow(ctx: &TcContext, p: &Packet) -> Option<CtKey> {
+    if p.proto != IPPROTO_ICMP || !p.first_fragment {
+        return None;
+    }
+    let l4 = p.l4();
+    let icmp_type: u8 = ctx.load(l4).ok()?;
+    if !matches!(icmp_type, 3 | 11 | 12) {
+        return None;
+    }
+    let q: [u8; 28] = ctx.load(l4 + 8).ok()?;
+    if q[0] != 0x45 {
+        return None;
+    }
+    let proto = q[9];
+    let with_ports = proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+    let (sport, dport) = if with_ports {
+        (
+            u16::from_ne_bytes([q[20], q[21]]),
+            u16::from_ne_bytes([q[22], q[23]]),
+        )
+    } else {
+        (0, 0)
+    };
+    Some(CtKey {
+        saddr: u32::from_ne_bytes([q[12], q[13], q[14], q[15]]),
+        daddr: u32::from_ne_bytes([q[16], q[17], q[18], q[19]]),
+        sport,
+        dport,
+        proto,
+        kind: CT_KIND_FLOW,
+        _pad: 0,
+    })
 }
 
 /// Offset of the L4 checksum and the checksum-helper flags for `p`'s protocol.

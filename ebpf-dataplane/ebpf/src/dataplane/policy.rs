@@ -13,7 +13,23 @@ use cnikit_ebpf_common::{
     },
 };
 
-use super::{CT, POLICY_PEERS, POLICY_PORTS, conntrack, packet::Packet, service::Selection};
+use cnikit_ebpf_common::service::ServiceKey;
+
+use super::{
+    CT, POLICY_PEERS, POLICY_PORTS, SERVICES, conntrack, packet::Packet, service::Selection,
+};
+
+/// Whether an ICMP error quoting `quoted` relates to a tracked flow (either direction) that a
+/// policy check let through.
+#[inline(always)]
+fn related(quoted: &CtKey, now: u64) -> bool {
+    let allowed = CT_EGRESS_ALLOWED | CT_INGRESS_ALLOWED;
+    let tracked = |key: &CtKey| {
+        // SAFETY: map values stay valid for the whole program run.
+        conntrack::lookup(key, now).is_some_and(|e| unsafe { (*e).flags } & allowed != 0)
+    };
+    tracked(quoted) || tracked(&quoted.reversed())
+}
 
 /// Whether the endpoint's rules in one direction allow `remote` with `proto`/`port`. Without a
 /// port (ICMP, non-first fragments) only rules that allow every port of the protocol match.
@@ -51,11 +67,15 @@ fn rules_allow(ep: &EndpointValue, egress: bool, remote: u32, p: &Packet, port: 
 #[inline(always)]
 pub(crate) fn egress_allowed(
     p: &Packet,
+    quoted: Option<&CtKey>,
     flow: &CtKey,
     ep: Option<&EndpointValue>,
     selection: Option<&Selection>,
     now: u64,
 ) -> bool {
+    if quoted.is_some_and(|q| related(q, now)) {
+        return true;
+    }
     let syn_only = p.is_syn_only();
     let existing = conntrack::lookup(flow, now);
     match existing {
@@ -145,7 +165,24 @@ pub(crate) enum Ingress {
 
 /// Ingress: may the packet enter its endpoint? Records the verdict in the flow's entry.
 #[inline(always)]
-pub(crate) fn ingress(p: &Packet, ep: Option<&EndpointValue>, now: u64) -> Ingress {
+pub(crate) fn ingress(
+    p: &Packet,
+    quoted: Option<&CtKey>,
+    ep: Option<&EndpointValue>,
+    now: u64,
+) -> Ingress {
+    if let Some(q) = quoted {
+        // Related errors, and the rejection of a connection to a service without backends.
+        let service = ServiceKey {
+            vip: q.daddr,
+            port: q.dport,
+            proto: q.proto,
+            _pad: 0,
+        };
+        if related(q, now) || (q.saddr == p.daddr && SERVICES.get_ptr(&service).is_some()) {
+            return Ingress::Allow;
+        }
+    }
     let syn_only = p.is_syn_only();
     let flow = CtKey {
         saddr: p.saddr,
