@@ -335,10 +335,14 @@ impl Dataplane {
         direction: Direction,
         mode: AttachMode,
     ) -> Result<AttachedVia> {
+        // bpffs refuses names with dots, which interface names may have (VLANs); interface
+        // names cannot contain ':'.
         let persist = self.pin_dir.as_ref().map(|dir| Persist {
-            link_pin: dir
-                .join("links")
-                .join(format!("{interface}.{}", hook.pin_suffix())),
+            link_pin: dir.join("links").join(format!(
+                "{}@{}",
+                interface.replace('.', ":"),
+                hook.pin_suffix()
+            )),
             nl_priority: CLSACT_PRIORITY,
             nl_handle: hook.clsact_handle(),
         });
