@@ -31,7 +31,12 @@ use std::{
 use crate::cpio::Cpio;
 
 /// Test targets run inside the VM: `(package, integration test target)`.
-pub(crate) const VM_TESTS: &[(&str, &str)] = &[("cnikit-test-support", "vm_smoke")];
+pub(crate) const VM_TESTS: &[(&str, &str)] = &[
+    ("cnikit-test-support", "vm_smoke"),
+    // ---- ebpf-dataplane ----
+    ("cnikit-ebpf-dataplane", "vm_verifier"),
+    // ---- end ebpf-dataplane ----
+];
 
 /// Kernel modules loaded in the guest (with their dependencies), and their arguments.
 const MODULES: &[(&str, &str)] = &[

@@ -112,11 +112,25 @@ impl ServiceValue {
     #[must_use]
     #[inline(always)]
     pub fn backend(&self, slot: usize) -> Option<(u32, u16)> {
+        let slot = bounded(slot, MAX_BACKENDS)?;
         match (self.backend_addrs.get(slot), self.backend_ports.get(slot)) {
             (Some(&addr), Some(&port)) if addr != 0 || port != 0 => Some((addr, port)),
             _ => None,
         }
     }
+}
+
+/// `index` if it is below `len`, checked on a fresh copy of the value.
+///
+/// Older verifiers (Linux 6.1) lose a bound the compiler checked on one register when the
+/// value is spilled before the check and reloaded after it; re-reading the index through a
+/// volatile load makes the checked register the one used for the access.
+#[must_use]
+#[inline(always)]
+pub fn bounded(index: usize, len: usize) -> Option<usize> {
+    // SAFETY: reading a local through a valid reference.
+    let index = unsafe { core::ptr::read_volatile(&index) };
+    (index < len).then_some(index)
 }
 
 pod!(ServiceKey, ServiceValue);

@@ -113,8 +113,7 @@ fn from_endpoint(ctx: &TcContext, p: &Packet) -> i32 {
         kind: CT_KIND_FLOW,
         _pad: 0,
     };
-    let quoted = packet::quoted_flow(ctx, p);
-    if !policy::egress_allowed(p, quoted.as_ref(), &flow, ep.as_ref(), selection.as_ref(), now) {
+    if !policy::egress_allowed(ctx, p, &flow, ep.as_ref(), selection.as_ref()) {
         stats::drop(ep.as_ref(), DropReason::EgressPolicy);
         return TC_ACT_SHOT;
     }
@@ -140,11 +139,9 @@ pub fn cnikit_to_ep(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn to_endpoint(ctx: &TcContext, p: &Packet) -> i32 {
-    let now = now_ns();
     let len = u64::from(ctx.len());
     let ep = endpoint(p.daddr);
-    let quoted = packet::quoted_flow(ctx, p);
-    match policy::ingress(p, quoted.as_ref(), ep.as_ref(), now) {
+    match policy::ingress(ctx, p, ep.as_ref()) {
         policy::Ingress::Deny => {
             stats::drop(ep.as_ref(), DropReason::IngressPolicy);
             TC_ACT_SHOT

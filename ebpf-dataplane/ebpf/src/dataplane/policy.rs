@@ -15,8 +15,12 @@ use cnikit_ebpf_common::{
 
 use cnikit_ebpf_common::service::ServiceKey;
 
+use aya_ebpf::programs::TcContext;
+
 use super::{
-    CT, POLICY_PEERS, POLICY_PORTS, SERVICES, conntrack, packet::Packet, service::Selection,
+    CT, POLICY_PEERS, POLICY_PORTS, SERVICES, conntrack, now_ns,
+    packet::{self, Packet},
+    service::Selection,
 };
 
 /// Whether an ICMP error quoting `quoted` relates to a tracked flow (either direction) that a
@@ -64,16 +68,17 @@ fn rules_allow(ep: &EndpointValue, egress: bool, remote: u32, p: &Packet, port: 
 
 /// Egress: may the packet leave its endpoint (with `flow` its tuple after translation)? Records
 /// the verdict in the flow's entry.
-#[inline(always)]
+// Not inlined (see `service::select`); BPF functions take at most five arguments.
+#[inline(never)]
 pub(crate) fn egress_allowed(
+    ctx: &TcContext,
     p: &Packet,
-    quoted: Option<&CtKey>,
     flow: &CtKey,
     ep: Option<&EndpointValue>,
     selection: Option<&Selection>,
-    now: u64,
 ) -> bool {
-    if quoted.is_some_and(|q| related(q, now)) {
+    let now = now_ns();
+    if packet::quoted_flow(ctx, p).is_some_and(|q| related(&q, now)) {
         return true;
     }
     let syn_only = p.is_syn_only();
@@ -164,14 +169,11 @@ pub(crate) enum Ingress {
 }
 
 /// Ingress: may the packet enter its endpoint? Records the verdict in the flow's entry.
-#[inline(always)]
-pub(crate) fn ingress(
-    p: &Packet,
-    quoted: Option<&CtKey>,
-    ep: Option<&EndpointValue>,
-    now: u64,
-) -> Ingress {
-    if let Some(q) = quoted {
+// Not inlined (see `service::select`).
+#[inline(never)]
+pub(crate) fn ingress(ctx: &TcContext, p: &Packet, ep: Option<&EndpointValue>) -> Ingress {
+    let now = now_ns();
+    if let Some(q) = packet::quoted_flow(ctx, p) {
         // Related errors, and the rejection of a connection to a service without backends.
         let service = ServiceKey {
             vip: q.daddr,
@@ -179,7 +181,7 @@ pub(crate) fn ingress(
             proto: q.proto,
             _pad: 0,
         };
-        if related(q, now) || (q.saddr == p.daddr && SERVICES.get_ptr(&service).is_some()) {
+        if related(&q, now) || (q.saddr == p.daddr && SERVICES.get_ptr(&service).is_some()) {
             return Ingress::Allow;
         }
     }

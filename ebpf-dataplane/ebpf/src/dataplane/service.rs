@@ -51,7 +51,9 @@ fn holds(svc: &ServiceValue, slot: u16, addr: u32, port: u16) -> bool {
 /// An established connection keeps its backend. When the service changed since, the backend is
 /// checked: TCP connections keep a backend even after it left the service (graceful termination);
 /// other flows move to a backend still in the service.
-#[inline(always)]
+// Not inlined: its own BPF function, so its stack frame does not add to the caller's (older
+// verifiers cap the combined stack of a call chain at 512 bytes).
+#[inline(never)]
 pub(crate) fn select(p: &Packet, svc: &ServiceValue, now: u64) -> Option<Selection> {
     let base = Selection {
         backend_addr: 0,
