@@ -102,7 +102,10 @@ fn port_unreachable<const REPLY: usize>(ctx: &TcContext, ihl: usize) -> Result<i
     out[16..18].copy_from_slice(&((REPLY - 14) as u16).to_be_bytes());
     out[22] = 64; // TTL
     out[23] = 1; // ICMP
-    let (client, vip) = ([out[54], out[55], out[56], out[57]], [out[58], out[59], out[60], out[61]]);
+    let (client, vip) = (
+        [out[54], out[55], out[56], out[57]],
+        [out[58], out[59], out[60], out[61]],
+    );
     out[26..30].copy_from_slice(&vip);
     out[30..34].copy_from_slice(&client);
     let ip_sum = checksum(&out[14..34]);
