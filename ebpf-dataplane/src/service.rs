@@ -126,15 +126,21 @@ pub(crate) fn validate_backends(key: &ServiceKey, backends: &[SocketAddrV4]) -> 
             max: MAX_BACKENDS,
         });
     }
-    let mut seen = HashSet::with_capacity(backends.len());
-    for backend in backends {
+    let mut seen = HashSet::new();
+    for (i, backend) in backends.iter().enumerate() {
         if backend.ip().is_unspecified() || backend.port() == 0 {
             return Err(Error::InvalidService {
                 service: *key,
                 reason: format!("backend {backend} is not usable"),
             });
         }
-        if !seen.insert(backend) {
+        // A short list is checked in place; a long one through a set.
+        let twice = if backends.len() <= 16 {
+            backends[..i].contains(backend)
+        } else {
+            !seen.insert(backend)
+        };
+        if twice {
             return Err(Error::InvalidService {
                 service: *key,
                 reason: format!("backend {backend} listed twice"),
@@ -151,6 +157,9 @@ pub(crate) fn assign_slots(
     old: &[Option<SocketAddrV4>],
     backends: &[SocketAddrV4],
 ) -> Vec<Option<SocketAddrV4>> {
+    if old.is_empty() {
+        return backends.iter().copied().map(Some).collect();
+    }
     let wanted: HashSet<&SocketAddrV4> = backends.iter().collect();
     let mut slots: Vec<Option<SocketAddrV4>> = old
         .iter()
@@ -187,6 +196,16 @@ pub trait ServiceTable {
     /// Invalid input ([`Error::InvalidService`], [`Error::TooManyBackends`]), a full table
     /// ([`Error::CapacityExceeded`]), or a failed map update.
     fn upsert_service(&mut self, service: &Service) -> Result<()>;
+
+    /// Creates or replaces many services (an agent's start-up or full resync). Each service is
+    /// written atomically, in order; on an error the services before the failing one are in
+    /// place. Implementations may spread the work over CPUs.
+    ///
+    /// # Errors
+    /// As [`upsert_service`](Self::upsert_service), for the first service that fails.
+    fn upsert_services(&mut self, services: &[Service]) -> Result<()> {
+        services.iter().try_for_each(|s| self.upsert_service(s))
+    }
 
     /// Replaces the backends of an existing service, keeping its other settings.
     ///

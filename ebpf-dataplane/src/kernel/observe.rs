@@ -91,6 +91,32 @@ impl Dataplane {
     }
 }
 
+impl Dataplane {
+    /// Runs `packet` through `hook`'s program `repeat` times in the kernel (`BPF_PROG_TEST_RUN`)
+    /// and returns the mean time of one run as the kernel measured it: the per-packet cost of
+    /// the program. The runs have their real side effects (connection tracking, counters).
+    ///
+    /// # Errors
+    /// [`Error::TestRun`] when the kernel refuses the run.
+    pub fn time_packet(&self, hook: Hook, packet: &Packet, repeat: u32) -> Result<Duration> {
+        let frame = packet.to_frame();
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = self
+            .program(hook)?
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| Error::TestRun {
+                program: hook.program(),
+                source: e.into(),
+            })?;
+        Ok(result.duration)
+    }
+}
+
 impl Statistics for Dataplane {
     fn service_stats(&self, key: &ServiceKey) -> Result<Option<ServiceCounters>> {
         let Some(installed) = self.services.get(key) else {

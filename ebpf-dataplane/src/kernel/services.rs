@@ -25,12 +25,39 @@ pub(super) fn raw_key(key: &ServiceKey) -> RawServiceKey {
     RawServiceKey::new(key.vip.octets(), key.port, key.protocol.number())
 }
 
-/// Fills `value` for a service (everything but the Maglev table is cheap).
+/// A service's slots and Maglev table (as slots): the costly part of a write, computed apart so
+/// that bulk writes can compute many in parallel.
+struct Prepared {
+    slots: Vec<Option<SocketAddrV4>>,
+    lut: Vec<u16>,
+}
+
 #[expect(
     clippy::cast_possible_truncation,
     reason = "slot counts are at most MAX_BACKENDS"
 )]
-fn fill_value(value: &mut ServiceValue, installed: &Installed, rev: u32) {
+fn prepare(old_slots: &[Option<SocketAddrV4>], backends: &[SocketAddrV4]) -> Prepared {
+    let slots = assign_slots(old_slots, backends);
+    let mut live: Vec<(SocketAddrV4, u16)> = slots
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, b)| b.map(|b| (b, slot as u16)))
+        .collect();
+    live.sort_unstable();
+    let ordered: Vec<SocketAddrV4> = live.iter().map(|(b, _)| *b).collect();
+    let lut = maglev::table(&ordered)
+        .into_iter()
+        .map(|index| live[usize::from(index)].1)
+        .collect();
+    Prepared { slots, lut }
+}
+
+/// Fills `value` for `installed` (whose slots `lut` indexes).
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "slot counts are at most MAX_BACKENDS"
+)]
+fn fill_value(value: &mut ServiceValue, installed: &Installed, rev: u32, lut: &[u16]) {
     *value = ServiceValue::EMPTY;
     value.id = installed.id;
     value.rev = rev;
@@ -40,21 +67,22 @@ fn fill_value(value: &mut ServiceValue, installed: &Installed, rev: u32) {
         value.affinity_timeout_s = installed.service.affinity_secs();
     }
     value.slots_used = installed.slots.len() as u16;
-    let mut live: Vec<(SocketAddrV4, u16)> = Vec::with_capacity(installed.slots.len());
+    let mut count = 0;
     for (slot, backend) in installed.slots.iter().enumerate() {
         if let Some(b) = backend {
             value.backend_addrs[slot] = ipv4_raw(b.ip().octets());
             value.backend_ports[slot] = port_raw(b.port());
-            live.push((*b, slot as u16));
+            count += 1;
         }
     }
-    value.count = live.len() as u16;
-    live.sort_unstable();
-    let ordered: Vec<SocketAddrV4> = live.iter().map(|(b, _)| *b).collect();
-    for (entry, index) in value.lut.iter_mut().zip(maglev::table(&ordered)) {
-        *entry = live[usize::from(index)].1;
+    value.count = count;
+    for (entry, slot) in value.lut.iter_mut().zip(lut) {
+        *entry = *slot;
     }
 }
+
+/// Services per thread below which a bulk write does not spread the work.
+const PARALLEL_CHUNK: usize = 256;
 
 impl Dataplane {
     fn next_rev(&mut self) -> u32 {
@@ -66,9 +94,23 @@ impl Dataplane {
     /// Writes `service` as one map update (atomic for the datapath).
     fn write_service(&mut self, service: &Service) -> Result<()> {
         service.validate()?;
+        let old = self.services.get(&service.key).map(|i| i.slots.as_slice());
+        let prepared = prepare(old.unwrap_or_default(), &service.backends);
+        self.write_prepared(service, prepared)
+    }
+
+    fn write_prepared(&mut self, service: &Service, prepared: Prepared) -> Result<()> {
         let key = service.key;
         let (mut installed, new_id) = match self.services.get(&key) {
-            Some(existing) => (existing.clone(), None),
+            Some(existing) => (
+                Installed {
+                    service: service.clone(),
+                    id: existing.id,
+                    generation: existing.generation,
+                    slots: Vec::new(),
+                },
+                None,
+            ),
             None => {
                 let (id, reused) = self.service_ids.allocate().ok_or(Error::CapacityExceeded {
                     table: Table::Services,
@@ -87,9 +129,8 @@ impl Dataplane {
         if new_id.is_some() {
             installed.generation = rev;
         }
-        installed.slots = assign_slots(&installed.slots, &service.backends);
-        installed.service = service.clone();
-        fill_value(&mut self.scratch, &installed, rev);
+        installed.slots = prepared.slots;
+        fill_value(&mut self.scratch, &installed, rev, &prepared.lut);
 
         let release = |dp: &mut Self| {
             if let Some((id, _)) = new_id {
@@ -103,7 +144,11 @@ impl Dataplane {
                 return Err(e);
             }
         }
-        let written = self.maps.services.insert(raw_key(&key), *self.scratch, 0);
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "borrowing avoids copying the 3.6 KiB value"
+        )]
+        let written = self.maps.services.insert(raw_key(&key), &*self.scratch, 0);
         if let Err(e) = written {
             release(self);
             return Err(write_error(
@@ -164,6 +209,56 @@ impl ServiceTable for Dataplane {
         self.write_service(service)
     }
 
+    /// Validates every service first, computes their Maglev tables on all CPUs, then writes them
+    /// one map update each (each service atomic, in order).
+    fn upsert_services(&mut self, services: &[Service]) -> Result<()> {
+        for service in services {
+            service.validate()?;
+        }
+        let olds: Vec<Vec<Option<SocketAddrV4>>> = services
+            .iter()
+            .map(|s| {
+                self.services
+                    .get(&s.key)
+                    .map(|i| i.slots.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(services.len().div_ceil(PARALLEL_CHUNK))
+            .max(1);
+        let chunk = services.len().div_ceil(threads).max(1);
+        let prepared: Vec<Prepared> = std::thread::scope(|scope| {
+            let workers: Vec<_> = services
+                .chunks(chunk)
+                .zip(olds.chunks(chunk))
+                .map(|(services, olds)| {
+                    scope.spawn(move || {
+                        services
+                            .iter()
+                            .zip(olds)
+                            .map(|(s, old)| prepare(old, &s.backends))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        if prepared.len() != services.len() {
+            return Err(Error::InvalidConfig(
+                "a worker computing Maglev tables failed".into(),
+            ));
+        }
+        for (service, prepared) in services.iter().zip(prepared) {
+            self.write_prepared(service, prepared)?;
+        }
+        Ok(())
+    }
+
     fn replace_backends(&mut self, key: &ServiceKey, backends: &[SocketAddrV4]) -> Result<()> {
         validate_backends(key, backends)?;
         let mut service = self
@@ -222,7 +317,9 @@ mod tests {
             slots: vec![Some(b(1)), None, Some(b(3))],
         };
         let mut value = Box::new(ServiceValue::EMPTY);
-        fill_value(&mut value, &installed, 9);
+        let prepared = prepare(&[Some(b(1)), Some(b(2)), Some(b(3))], &[b(1), b(3)]);
+        assert_eq!(prepared.slots, installed.slots);
+        fill_value(&mut value, &installed, 9, &prepared.lut);
         assert_eq!(
             (
                 value.id,
