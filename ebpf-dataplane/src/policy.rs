@@ -347,7 +347,9 @@ pub trait PolicyTable {
     /// A failed map update.
     fn clear_policy(&mut self, addr: Ipv4Addr) -> Result<bool>;
 
-    /// The endpoint's policy as last set (`None` for an unknown endpoint).
+    /// The endpoint's policy as last set (`None` for an unknown endpoint, and for the kernel
+    /// dataplane also after a restart until the policy is set again: the kernel keeps enforcing
+    /// it, but only its compiled form is kept).
     fn policy(&self, addr: Ipv4Addr) -> Option<EndpointPolicy>;
 
     /// Every endpoint, sorted.

@@ -26,25 +26,26 @@ use cnikit_ebpf_common::{
 
 use self::packet::Packet;
 
-// Default sizes; the loader sets the real capacities (see `Capacity` in userspace).
+// Placeholder sizes, kept small because loading the object for the probe alone creates every
+// map; the dataplane's loader always sets the real capacities (`Capacity` in userspace).
 #[map(name = "CNK_SERVICES")]
 static SERVICES: HashMap<ServiceKey, ServiceValue> =
-    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(64, BPF_F_NO_PREALLOC);
 #[map(name = "CNK_CT")]
-static CT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(65536, 0);
+static CT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(64, 0);
 #[map(name = "CNK_AFFINITY")]
-static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::with_max_entries(16384, 0);
+static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::with_max_entries(64, 0);
 #[map(name = "CNK_ENDPOINTS")]
 static ENDPOINTS: HashMap<EndpointKey, EndpointValue> =
-    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(64, BPF_F_NO_PREALLOC);
 #[map(name = "CNK_POL_PEERS")]
-static POLICY_PEERS: LpmTrie<PeerPrefix, RuleBits> = LpmTrie::with_max_entries(16384, 0);
+static POLICY_PEERS: LpmTrie<PeerPrefix, RuleBits> = LpmTrie::with_max_entries(64, 0);
 #[map(name = "CNK_POL_PORTS")]
-static POLICY_PORTS: LpmTrie<PortPrefix, RuleBits> = LpmTrie::with_max_entries(16384, 0);
+static POLICY_PORTS: LpmTrie<PortPrefix, RuleBits> = LpmTrie::with_max_entries(64, 0);
 #[map(name = "CNK_SVC_STATS")]
-static SVC_STATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(1024, 0);
+static SVC_STATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(64, 0);
 #[map(name = "CNK_EP_STATS")]
-static EP_STATS: PerCpuArray<EndpointStats> = PerCpuArray::with_max_entries(1024, 0);
+static EP_STATS: PerCpuArray<EndpointStats> = PerCpuArray::with_max_entries(64, 0);
 
 #[unsafe(no_mangle)]
 static CNK_TCP_TIMEOUT_NS: Global<u64> = Global::new(config::DEFAULT_TCP_TIMEOUT_NS);
