@@ -18,11 +18,10 @@ mod svc_common;
 use std::{net::SocketAddrV4, time::Duration};
 
 use cnikit_benches::{Summary, privilege, report, smoke_mode, us};
-use cnikit_ebpf_dataplane::{
-    AttachMode, Capacity, Dataplane, Placement, Service, ServiceKey, ServiceTable,
-};
+use cnikit_ebpf_dataplane::{AttachMode, Dataplane, Placement, Service, ServiceKey, ServiceTable};
 use svc_common::{
-    SERVER, SERVER_PORT, Topology, full_ruleset, iptables_replace, server_addresses, service, vip,
+    SERVER, SERVER_PORT, Topology, capacity, full_ruleset, iptables_replace, server_addresses,
+    service, vip,
 };
 
 /// `n` services, the last one (the measured one) backed by the server pod.
@@ -47,14 +46,7 @@ struct Config {
 fn ebpf(n: usize) -> Config {
     let topology = Topology::new();
     let mut dp = Dataplane::builder()
-        .capacity(Capacity {
-            services: 16_384,
-            endpoints: 16,
-            conntrack: 262_144,
-            affinity: 1_024,
-            policy_peer_prefixes: 16,
-            policy_port_prefixes: 16,
-        })
+        .capacity(capacity(262_144))
         .load()
         .unwrap();
     for pod in topology.net.pods() {

@@ -21,23 +21,15 @@ mod svc_common;
 use std::time::{Duration, Instant};
 
 use cnikit_benches::{ms, privilege, report, smoke_mode};
-use cnikit_ebpf_dataplane::{Capacity, Dataplane, Service, ServiceTable};
+use cnikit_ebpf_dataplane::{Dataplane, Service, ServiceTable};
 use cnikit_test_support::netns::{Role, TestNetns};
-use svc_common::{full_ruleset, iptables_replace, iptables_restore, nat_rules, service};
-
-fn capacity() -> Capacity {
-    Capacity {
-        services: 16_384,
-        endpoints: 16,
-        conntrack: 1_024,
-        affinity: 1_024,
-        policy_peer_prefixes: 16,
-        policy_port_prefixes: 16,
-    }
-}
+use svc_common::{capacity, full_ruleset, iptables_replace, iptables_restore, nat_rules, service};
 
 fn ebpf(services: &[Service], bulk: bool) -> Duration {
-    let mut dp = Dataplane::builder().capacity(capacity()).load().unwrap();
+    let mut dp = Dataplane::builder()
+        .capacity(capacity(1_024))
+        .load()
+        .unwrap();
     let started = Instant::now();
     if bulk {
         dp.upsert_services(services).unwrap();

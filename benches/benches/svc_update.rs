@@ -15,9 +15,11 @@ mod svc_common;
 use std::time::{Duration, Instant};
 
 use cnikit_benches::{Summary, ms, privilege, report, smoke_mode};
-use cnikit_ebpf_dataplane::{Capacity, Dataplane, Service, ServiceTable};
+use cnikit_ebpf_dataplane::{Dataplane, Service, ServiceTable};
 use cnikit_test_support::netns::{Role, TestNetns};
-use svc_common::{full_ruleset, iptables_replace, iptables_restore, partial_ruleset, service};
+use svc_common::{
+    capacity, full_ruleset, iptables_replace, iptables_restore, partial_ruleset, service,
+};
 
 fn iptables(
     services: &[Service],
@@ -61,14 +63,7 @@ fn main() {
     let changed = service(target, 1);
 
     let mut dp = Dataplane::builder()
-        .capacity(Capacity {
-            services: 16_384,
-            endpoints: 16,
-            conntrack: 1_024,
-            affinity: 1_024,
-            policy_peer_prefixes: 16,
-            policy_port_prefixes: 16,
-        })
+        .capacity(capacity(1_024))
         .load()
         .unwrap();
     for s in &services {

@@ -687,17 +687,6 @@ impl ServiceTable for ReferenceModel {
         self.write_service(service)
     }
 
-    fn replace_backends(&mut self, key: &ServiceKey, backends: &[SocketAddrV4]) -> Result<()> {
-        let mut service = self
-            .services
-            .get(key)
-            .ok_or(Error::UnknownService { service: *key })?
-            .service
-            .clone();
-        service.backends = backends.to_vec();
-        self.write_service(&service)
-    }
-
     fn remove_service(&mut self, key: &ServiceKey) -> Result<bool> {
         Ok(match self.services.remove(key) {
             Some(svc) => {

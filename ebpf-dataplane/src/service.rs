@@ -211,7 +211,13 @@ pub trait ServiceTable {
     ///
     /// # Errors
     /// [`Error::UnknownService`], invalid backends, or a failed map update.
-    fn replace_backends(&mut self, key: &ServiceKey, backends: &[SocketAddrV4]) -> Result<()>;
+    fn replace_backends(&mut self, key: &ServiceKey, backends: &[SocketAddrV4]) -> Result<()> {
+        let mut service = self
+            .service(key)
+            .ok_or(Error::UnknownService { service: *key })?;
+        service.backends = backends.to_vec();
+        self.upsert_service(&service)
+    }
 
     /// Removes a service; returns whether it existed. Its connections lose their translation.
     ///

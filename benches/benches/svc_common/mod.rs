@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cnikit_ebpf_dataplane::{Service, ServiceKey};
+use cnikit_ebpf_dataplane::{Capacity, Service, ServiceKey};
 use cnikit_test_support::{netns::TestNetns, pods::PodNetwork, process::pin_current_thread};
 
 /// Endpoints per service, as in the issue and kube-proxy's own scale tests.
@@ -30,6 +30,18 @@ pub const CLUSTER_CIDR: &str = "198.18.0.0/15";
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 pub const SERVER_PORT: u16 = 8080;
+
+/// Capacities for the service benches: room for 10k services, `conntrack` entries, little else.
+pub fn capacity(conntrack: u32) -> Capacity {
+    Capacity {
+        services: 16_384,
+        endpoints: 16,
+        conntrack,
+        affinity: 1_024,
+        policy_peer_prefixes: 16,
+        policy_port_prefixes: 16,
+    }
+}
 
 /// The VIP of service `i` (198.19.0.0/16).
 pub fn vip(i: usize) -> Ipv4Addr {

@@ -259,18 +259,6 @@ impl ServiceTable for Dataplane {
         Ok(())
     }
 
-    fn replace_backends(&mut self, key: &ServiceKey, backends: &[SocketAddrV4]) -> Result<()> {
-        validate_backends(key, backends)?;
-        let mut service = self
-            .services
-            .get(key)
-            .ok_or(Error::UnknownService { service: *key })?
-            .service
-            .clone();
-        service.backends = backends.to_vec();
-        self.write_service(&service)
-    }
-
     fn remove_service(&mut self, key: &ServiceKey) -> Result<bool> {
         let Some(installed) = self.services.get(key) else {
             return Ok(false);
