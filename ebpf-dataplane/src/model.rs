@@ -1,32 +1,4 @@
-//! The reference model: the dataplane's semantics in plain Rust, with no kernel involved.
-//!
-//! It implements the same traits as [`crate::Dataplane`] and processes [`Packet`]s the way the
-//! programs do, written from the specification rather than from the kernel code: services are
-//! sets of backends, policies are evaluated rule by rule (no trie flattening), connection
-//! tracking is a plain map. The differential tests drive both with the same generated sequences
-//! and require equal verdicts, rewritten packets, counters and connection-tracking tables.
-//!
-//! ```
-//! use std::net::{Ipv4Addr, SocketAddrV4};
-//! use cnikit_ebpf_dataplane::{
-//!     Hook, Packet, PacketPath, ReferenceModel, Service, ServiceKey, ServiceTable, Verdict,
-//!     tcp_flags,
-//! };
-//!
-//! # fn main() -> Result<(), cnikit_ebpf_dataplane::Error> {
-//! let mut model = ReferenceModel::default();
-//! let vip = ServiceKey::tcp(Ipv4Addr::new(198, 19, 0, 1), 80);
-//! let backend = SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 10), 8080);
-//! model.upsert_service(&Service::new(vip, [backend]))?;
-//! let client = (Ipv4Addr::new(198, 18, 0, 2), 40000);
-//! let syn = Packet::tcp(client, (vip.vip, 80), tcp_flags::SYN);
-//! match model.process(Hook::FromEndpoint, &syn)? {
-//!     Verdict::Pass(p) => assert_eq!((p.dst, p.transport.ports()), (*backend.ip(), Some((40000, 8080)))),
-//!     other => panic!("{other:?}"),
-//! }
-//! # Ok(())
-//! # }
-//! ```
+//! The reference model: the dataplane's semantics in plain Rust (see [`ReferenceModel`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -142,7 +114,35 @@ struct Choice {
     affinity: bool,
 }
 
-/// The reference model of the dataplane (see the [module docs](self)).
+/// The reference model: the dataplane's semantics in plain Rust, with no kernel involved.
+///
+/// It implements the same traits as [`crate::Dataplane`] and processes [`Packet`]s the way the
+/// programs do, written from the specification rather than from the kernel code: services are
+/// sets of backends, policies are evaluated rule by rule (no trie flattening), connection
+/// tracking is a plain map. The differential tests drive both with the same generated sequences
+/// and require equal verdicts, rewritten packets, counters and connection-tracking tables.
+///
+/// ```
+/// use std::net::{Ipv4Addr, SocketAddrV4};
+/// use cnikit_ebpf_dataplane::{
+///     Hook, Packet, PacketPath, ReferenceModel, Service, ServiceKey, ServiceTable, Verdict,
+///     tcp_flags,
+/// };
+///
+/// # fn main() -> Result<(), cnikit_ebpf_dataplane::Error> {
+/// let mut model = ReferenceModel::default();
+/// let vip = ServiceKey::tcp(Ipv4Addr::new(198, 19, 0, 1), 80);
+/// let backend = SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 10), 8080);
+/// model.upsert_service(&Service::new(vip, [backend]))?;
+/// let client = (Ipv4Addr::new(198, 18, 0, 2), 40000);
+/// let syn = Packet::tcp(client, (vip.vip, 80), tcp_flags::SYN);
+/// match model.process(Hook::FromEndpoint, &syn)? {
+///     Verdict::Pass(p) => assert_eq!((p.dst, p.transport.ports()), (*backend.ip(), Some((40000, 8080)))),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ReferenceModel {
     timeouts: Timeouts,
