@@ -15,10 +15,8 @@ use super::{
     maps::{is_missing, map_error, write_error},
 };
 use crate::{
-    Error, Protocol, Result, Service, ServiceKey, ServiceTable, Table,
-    ids::IdAllocator,
-    maglev,
-    service::{assign_slots, validate_backends},
+    Error, Protocol, Result, Service, ServiceKey, ServiceTable, Table, ids::IdAllocator, maglev,
+    service::assign_slots,
 };
 
 pub(super) fn raw_key(key: &ServiceKey) -> RawServiceKey {
