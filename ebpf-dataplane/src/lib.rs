@@ -91,3 +91,15 @@ pub use service::{Service, ServiceKey, ServiceTable};
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    /// An agent moves its dataplane between threads and tasks.
+    #[test]
+    fn dataplane_and_model_are_send() {
+        fn send<T: Send>() {}
+        send::<crate::Dataplane>();
+        send::<crate::ReferenceModel>();
+        send::<crate::ProbeProgram>();
+    }
+}
