@@ -15,6 +15,8 @@ pub enum Table {
     PolicyPeers,
     /// Port prefixes of all policies ([`Capacity::policy_port_prefixes`]).
     PolicyPorts,
+    /// The node's own addresses (at most 64).
+    NodeAddresses,
 }
 
 impl fmt::Display for Table {
@@ -24,6 +26,7 @@ impl fmt::Display for Table {
             Self::Endpoints => "endpoint table",
             Self::PolicyPeers => "policy peer-prefix table",
             Self::PolicyPorts => "policy port-prefix table",
+            Self::NodeAddresses => "node-address table",
         })
     }
 }

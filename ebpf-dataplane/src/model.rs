@@ -153,6 +153,7 @@ pub struct ReferenceModel {
     endpoint_ids: IdAllocator,
     endpoint_stats: HashMap<u32, EndpointCounters>,
     tracks: HashMap<Tuple, Track>,
+    node_addrs: std::collections::BTreeSet<Ipv4Addr>,
     affinity: HashMap<(Ipv4Addr, u32), Affinity>,
     next_generation: u32,
     /// Fixed time (tests), or the monotonic clock when `None`.
@@ -178,6 +179,7 @@ impl ReferenceModel {
             endpoints: BTreeMap::new(),
             endpoint_stats: HashMap::new(),
             tracks: HashMap::new(),
+            node_addrs: std::collections::BTreeSet::new(),
             affinity: HashMap::new(),
             next_generation: 1,
             clock: None,
@@ -569,8 +571,10 @@ impl ReferenceModel {
             None => {}
         }
         if verdict.is_none() {
+            let from_node = self.node_addrs.contains(&p.src);
             let policy_denies = self.endpoints.get(&p.dst).is_some_and(|ep| {
                 ep.policy.ingress.is_some()
+                    && !from_node
                     && !ep
                         .policy
                         .allows(false, p.src, protocol, ports.map(|(_, d)| d))
@@ -778,6 +782,23 @@ impl PolicyTable for ReferenceModel {
 
     fn endpoints(&self) -> Vec<Ipv4Addr> {
         self.endpoints.keys().copied().collect()
+    }
+
+    fn set_node_addresses(&mut self, addrs: &[Ipv4Addr]) -> Result<()> {
+        let wanted: std::collections::BTreeSet<Ipv4Addr> = addrs.iter().copied().collect();
+        let max = cnikit_ebpf_common::endpoint::MAX_NODE_ADDRS;
+        if wanted.len() > max as usize {
+            return Err(Error::CapacityExceeded {
+                table: Table::NodeAddresses,
+                capacity: max,
+            });
+        }
+        self.node_addrs = wanted;
+        Ok(())
+    }
+
+    fn node_addresses(&self) -> Vec<Ipv4Addr> {
+        self.node_addrs.iter().copied().collect()
     }
 }
 

@@ -354,6 +354,17 @@ pub trait PolicyTable {
 
     /// Every endpoint, sorted.
     fn endpoints(&self) -> Vec<Ipv4Addr>;
+
+    /// Sets the node's own addresses (replacing the previous set). Traffic from them to a local
+    /// endpoint passes ingress isolation: in Kubernetes a pod cannot block its own node (whose
+    /// kubelet probes it). At most 64.
+    ///
+    /// # Errors
+    /// [`Error::CapacityExceeded`] for more than 64 addresses, or a failed map update.
+    fn set_node_addresses(&mut self, addrs: &[Ipv4Addr]) -> Result<()>;
+
+    /// The node's addresses, sorted.
+    fn node_addresses(&self) -> Vec<Ipv4Addr>;
 }
 
 #[cfg(test)]

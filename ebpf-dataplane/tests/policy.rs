@@ -132,6 +132,21 @@ fn ingress_and_egress_policy_with_real_sockets() {
         .unwrap();
     assert_eq!(sink.receive(3, DENIED_WAIT).unwrap(), 3);
 
+    // The node itself (kubelet probes) passes ingress isolation once its address is known.
+    let node = cluster.net.node();
+    let from_node = || {
+        node.run(|| TcpStream::connect_timeout(&SocketAddr::V4(at(TCP_PORT)), DENIED_WAIT))
+            .is_ok()
+    };
+    assert!(!from_node(), "169.254.1.1 is not in the only rule");
+    dp.set_node_addresses(&[cnikit_test_support::pods::GATEWAY])
+        .unwrap();
+    assert!(from_node(), "the node may always reach its pods");
+    assert_eq!(
+        dp.node_addresses(),
+        vec![cnikit_test_support::pods::GATEWAY]
+    );
+
     assert!(dp.clear_policy(server).unwrap());
     assert!(reachable(a, at(TCP_PORT)) && reachable(b, at(TCP_PORT)));
     assert!(!dp.clear_policy(server).unwrap());

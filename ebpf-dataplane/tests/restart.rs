@@ -73,6 +73,9 @@ fn restart(mode: AttachMode) {
     for i in 0..2 {
         agent.set_policy(backend_ip(i), &only_client).unwrap();
     }
+    agent
+        .set_node_addresses(&[cnikit_test_support::pods::GATEWAY])
+        .unwrap();
     let client = &cluster.pod(CLIENT).netns;
     let mut conn = Conn::open(client, SocketAddrV4::new(VIP, 80)).unwrap();
     let backend = conn.ask().unwrap();
@@ -96,6 +99,10 @@ fn restart(mode: AttachMode) {
     let mut restored = agent.service(&key).unwrap().backends;
     restored.sort_unstable();
     assert_eq!(restored, first_set.to_vec());
+    assert_eq!(
+        agent.node_addresses(),
+        vec![cnikit_test_support::pods::GATEWAY]
+    );
     let mut endpoints = agent.endpoints();
     endpoints.sort_unstable();
     assert_eq!(endpoints, vec![backend_ip(0), backend_ip(1)]);

@@ -34,3 +34,12 @@ pub struct EndpointValue {
 }
 
 pod!(EndpointKey, EndpointValue);
+
+/// Name of the hash map of the node's own addresses ([`EndpointKey`] -> [`NODE_ADDR_PRESENT`]):
+/// traffic from them to a local endpoint passes ingress isolation (Kubernetes: pods cannot block
+/// their own node, whose kubelet probes them).
+pub const NODE_ADDRS_MAP: &str = "CNK_NODE_ADDRS";
+/// Capacity of the node-address map.
+pub const MAX_NODE_ADDRS: u32 = 64;
+/// The value stored for a node address.
+pub const NODE_ADDR_PRESENT: u32 = 1;

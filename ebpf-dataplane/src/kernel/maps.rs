@@ -9,7 +9,7 @@ use aya::{
 };
 use cnikit_ebpf_common::{
     conntrack::{CT_MAP, CtKey, CtValue},
-    endpoint::{ENDPOINTS_MAP, EndpointKey, EndpointValue},
+    endpoint::{ENDPOINTS_MAP, EndpointKey, EndpointValue, MAX_NODE_ADDRS, NODE_ADDRS_MAP},
     policy::{POLICY_PEERS_MAP, POLICY_PORTS_MAP, PeerPrefix, PortPrefix, RuleBits},
     service::{
         AFFINITY_MAP, AffinityKey, AffinityValue, SERVICES_MAP, ServiceKey as RawServiceKey,
@@ -29,7 +29,7 @@ pub(super) struct MapSpec {
     pub(super) max_entries: u32,
 }
 
-pub(super) fn specs(capacity: &Capacity) -> [MapSpec; 8] {
+pub(super) fn specs(capacity: &Capacity) -> [MapSpec; 9] {
     let lpm_key = |data: usize| 4 + data;
     [
         MapSpec {
@@ -59,6 +59,13 @@ pub(super) fn specs(capacity: &Capacity) -> [MapSpec; 8] {
             key_size: size_of::<EndpointKey>(),
             value_size: size_of::<EndpointValue>(),
             max_entries: capacity.endpoints,
+        },
+        MapSpec {
+            name: NODE_ADDRS_MAP,
+            kind: MapType::Hash,
+            key_size: size_of::<EndpointKey>(),
+            value_size: size_of::<u32>(),
+            max_entries: MAX_NODE_ADDRS,
         },
         MapSpec {
             name: POLICY_PEERS_MAP,
@@ -136,6 +143,7 @@ pub(super) struct Maps {
     pub(super) services: HashMap<MapData, RawServiceKey, ServiceValue>,
     pub(super) ct: HashMap<MapData, CtKey, CtValue>,
     pub(super) endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
+    pub(super) node_addrs: HashMap<MapData, EndpointKey, u32>,
     pub(super) peers: LpmTrie<MapData, PeerPrefix, RuleBits>,
     pub(super) ports: LpmTrie<MapData, PortPrefix, RuleBits>,
     pub(super) service_stats: PerCpuArray<MapData, ServiceStats>,
@@ -172,6 +180,7 @@ impl Maps {
             services: take(ebpf, SERVICES_MAP)?,
             ct: take(ebpf, CT_MAP)?,
             endpoints: take(ebpf, ENDPOINTS_MAP)?,
+            node_addrs: take(ebpf, NODE_ADDRS_MAP)?,
             peers: take(ebpf, POLICY_PEERS_MAP)?,
             ports: take(ebpf, POLICY_PORTS_MAP)?,
             service_stats: take(ebpf, SERVICE_STATS_MAP)?,

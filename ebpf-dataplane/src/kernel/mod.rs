@@ -188,6 +188,7 @@ pub struct Dataplane {
     rev: u32,
     endpoints: HashMap<Ipv4Addr, InstalledEndpoint>,
     endpoint_ids: IdAllocator,
+    node_addrs: std::collections::BTreeSet<Ipv4Addr>,
     peer_entries: usize,
     port_entries: usize,
     attachments: Vec<(Hook, Attachment)>,
@@ -279,6 +280,7 @@ impl Dataplane {
             services: HashMap::new(),
             rev: 1,
             endpoints: HashMap::new(),
+            node_addrs: std::collections::BTreeSet::new(),
             peer_entries: 0,
             port_entries: 0,
             attachments: Vec::new(),
@@ -295,6 +297,7 @@ impl Dataplane {
     fn restore(&mut self) -> Result<()> {
         self.restore_services()?;
         self.restore_endpoints()?;
+        self.restore_node_addresses()?;
         self.restored = true;
         tracing::info!(
             services = self.services.len(),

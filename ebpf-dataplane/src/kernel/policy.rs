@@ -7,7 +7,7 @@ use aya::maps::lpm_trie::Key;
 use cnikit_ebpf_common::{
     endpoint::{
         ENDPOINTS_MAP, EP_EGRESS_ENFORCED, EP_EGRESS_GEN, EP_INGRESS_ENFORCED, EP_INGRESS_GEN,
-        EndpointKey, EndpointValue,
+        EndpointKey, EndpointValue, MAX_NODE_ADDRS, NODE_ADDR_PRESENT, NODE_ADDRS_MAP,
     },
     net::{ipv4_octets, ipv4_raw, port_raw},
     policy::{
@@ -177,6 +177,15 @@ impl Dataplane {
                 Table::Endpoints,
                 self.capacity.endpoints,
             ))
+    }
+
+    pub(super) fn restore_node_addresses(&mut self) -> Result<()> {
+        for key in self.maps.node_addrs.keys() {
+            let key = key.map_err(map_error(NODE_ADDRS_MAP, "read"))?;
+            self.node_addrs
+                .insert(Ipv4Addr::from(ipv4_octets(key.addr)));
+        }
+        Ok(())
     }
 
     pub(super) fn restore_endpoints(&mut self) -> Result<()> {
@@ -429,5 +438,39 @@ impl PolicyTable for Dataplane {
         let mut addrs: Vec<Ipv4Addr> = self.endpoints.keys().copied().collect();
         addrs.sort_unstable();
         addrs
+    }
+
+    fn set_node_addresses(&mut self, addrs: &[Ipv4Addr]) -> Result<()> {
+        let wanted: std::collections::BTreeSet<Ipv4Addr> = addrs.iter().copied().collect();
+        if wanted.len() > MAX_NODE_ADDRS as usize {
+            return Err(Error::CapacityExceeded {
+                table: Table::NodeAddresses,
+                capacity: MAX_NODE_ADDRS,
+            });
+        }
+        // Add before removing: an address in both sets never disappears in between.
+        for addr in wanted.difference(&self.node_addrs) {
+            self.maps
+                .node_addrs
+                .insert(endpoint_key(*addr), NODE_ADDR_PRESENT, 0)
+                .map_err(write_error(
+                    NODE_ADDRS_MAP,
+                    Table::NodeAddresses,
+                    MAX_NODE_ADDRS,
+                ))?;
+        }
+        for addr in self.node_addrs.difference(&wanted) {
+            match self.maps.node_addrs.remove(&endpoint_key(*addr)) {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(map_error(NODE_ADDRS_MAP, "remove")(e)),
+            }
+        }
+        self.node_addrs = wanted;
+        Ok(())
+    }
+
+    fn node_addresses(&self) -> Vec<Ipv4Addr> {
+        self.node_addrs.iter().copied().collect()
     }
 }

@@ -363,6 +363,11 @@ impl Pair {
             );
         }
         self.same(
+            "node addresses",
+            &self.kernel.node_addresses(),
+            &self.model.node_addresses(),
+        );
+        self.same(
             "endpoints",
             &self.kernel.endpoints(),
             &self.model.endpoints(),
@@ -467,9 +472,23 @@ pub fn run_sequence(seed: u64, steps: usize) -> Coverage {
                     d.set_policy(addr, &policy)
                 });
             }
-            33..=35 => {
+            33..=34 => {
                 let addr = rng.pick(&ENDPOINTS);
                 pair.control(&format!("clear policy {addr}"), |d| d.clear_policy(addr));
+            }
+            35 => {
+                let addrs: Vec<Ipv4Addr> = (0..rng.below(3))
+                    .map(|_| {
+                        if rng.chance(50) {
+                            rng.pick(&EXTERNAL)
+                        } else {
+                            rng.pick(&ENDPOINTS)
+                        }
+                    })
+                    .collect();
+                pair.control(&format!("node addresses {addrs:?}"), |d| {
+                    d.set_node_addresses(&addrs)
+                });
             }
             36..=75 => {
                 let first = random_packet(&mut rng);

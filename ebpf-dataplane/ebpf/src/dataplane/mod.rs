@@ -18,7 +18,7 @@ use aya_ebpf::{
 use cnikit_ebpf_common::{
     config,
     conntrack::{CT_KIND_FLOW, CtKey, CtValue},
-    endpoint::{EndpointKey, EndpointValue},
+    endpoint::{EndpointKey, EndpointValue, MAX_NODE_ADDRS},
     policy::{PeerPrefix, PortPrefix, RuleBits},
     service::{AffinityKey, AffinityValue, ServiceKey, ServiceValue},
     stats::{DropReason, EndpointStats, ServiceStats},
@@ -38,6 +38,8 @@ static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::with_max_e
 #[map(name = "CNK_ENDPOINTS")]
 static ENDPOINTS: HashMap<EndpointKey, EndpointValue> =
     HashMap::with_max_entries(64, BPF_F_NO_PREALLOC);
+#[map(name = "CNK_NODE_ADDRS")]
+static NODE_ADDRS: HashMap<EndpointKey, u32> = HashMap::with_max_entries(MAX_NODE_ADDRS, 0);
 #[map(name = "CNK_POL_PEERS")]
 static POLICY_PEERS: LpmTrie<PeerPrefix, RuleBits> = LpmTrie::with_max_entries(64, 0);
 #[map(name = "CNK_POL_PORTS")]

@@ -5,7 +5,8 @@ use aya_ebpf::maps::lpm_trie::Key;
 use cnikit_ebpf_common::{
     conntrack::{CT_EGRESS_ALLOWED, CT_INGRESS_ALLOWED, CT_KIND_FLOW, CT_REV_NAT, CtKey, CtValue},
     endpoint::{
-        EP_EGRESS_ENFORCED, EP_EGRESS_GEN, EP_INGRESS_ENFORCED, EP_INGRESS_GEN, EndpointValue,
+        EP_EGRESS_ENFORCED, EP_EGRESS_GEN, EP_INGRESS_ENFORCED, EP_INGRESS_GEN, EndpointKey,
+        EndpointValue,
     },
     policy::{
         PEER_FULL_PREFIX_LEN, PORT_FULL_PREFIX_LEN, PORT_PROTO_PREFIX_LEN, PeerPrefix, PortPrefix,
@@ -18,7 +19,7 @@ use cnikit_ebpf_common::service::ServiceKey;
 use aya_ebpf::programs::TcContext;
 
 use super::{
-    CT, POLICY_PEERS, POLICY_PORTS, SERVICES, conntrack, now_ns,
+    CT, NODE_ADDRS, POLICY_PEERS, POLICY_PORTS, SERVICES, conntrack, now_ns,
     packet::{self, Packet},
     service::Selection,
 };
@@ -64,6 +65,12 @@ fn rules_allow(ep: &EndpointValue, egress: bool, remote: u32, p: &Packet, port: 
         Some(bits) => peers & *bits != 0,
         None => false,
     }
+}
+
+/// Whether `addr` is one of the node's own addresses.
+#[inline(always)]
+fn from_node(addr: u32) -> bool {
+    NODE_ADDRS.get_ptr(&EndpointKey { addr }).is_some()
 }
 
 /// Egress: may the packet leave its endpoint (with `flow` its tuple after translation)? Records
@@ -226,7 +233,10 @@ pub(crate) fn ingress(ctx: &TcContext, p: &Packet, ep: Option<&EndpointValue>) -
         None => {}
     }
     if let Some(ep) = ep {
-        if ep.flags & EP_INGRESS_ENFORCED != 0 && !rules_allow(ep, false, p.saddr, p, p.dport) {
+        if ep.flags & EP_INGRESS_ENFORCED != 0
+            && !from_node(p.saddr)
+            && !rules_allow(ep, false, p.saddr, p, p.dport)
+        {
             if let Some(entry) = existing {
                 // SAFETY: as in `conntrack::touch`.
                 unsafe { (*entry).flags &= !CT_INGRESS_ALLOWED };
