@@ -35,6 +35,23 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     nix::sched::sched_setaffinity(Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
+/// `Ok` when `program` is an executable file in a `PATH` directory; otherwise why not (for
+/// `require!` gates on external tools).
+///
+/// # Errors
+/// A message naming the program when it is not found.
+pub fn on_path(program: &str) -> Result<(), String> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} not found on PATH (scripts/setup.sh installs the tools tests use)"
+        ))
+    }
+}
+
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -220,6 +237,13 @@ impl Drop for ExternalProcess {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    #[test]
+    fn finds_programs_on_path() {
+        assert_eq!(on_path("sh"), Ok(()));
+        let err = on_path("no-such-program-cnikit").unwrap_err();
+        assert!(err.contains("no-such-program-cnikit"), "{err}");
+    }
 
     #[test]
     fn waits_for_output_and_stops() {
