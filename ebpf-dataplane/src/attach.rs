@@ -1,11 +1,16 @@
 //! Choosing and performing a tc attachment (TCX or clsact).
 
-use std::{fmt, fs::File};
+use std::{
+    fmt,
+    fs::{self, File},
+    path::{Path, PathBuf},
+};
 
 use aya::{
     programs::{
         LinkOrder, SchedClassifier, TcAttachType,
-        tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcError},
+        links::{FdLink, Link as _, PinnedLink},
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
     },
     util::KernelVersion,
 };
@@ -76,32 +81,56 @@ pub fn tcx_supported() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
+/// How an attachment survives its owner (a restarting agent).
+#[derive(Debug)]
+pub(crate) struct Persist {
+    /// Where a TCX link is pinned (in bpffs).
+    pub(crate) link_pin: PathBuf,
+    /// Fixed clsact filter priority and handle, so a restarted agent finds its filter again.
+    pub(crate) nl_priority: u16,
+    pub(crate) nl_handle: u16,
+}
+
 /// One attachment of a program, with what is needed to undo it from any thread.
 #[derive(Debug)]
 pub(crate) struct Attachment {
+    pub(crate) program: &'static str,
     pub(crate) interface: String,
     pub(crate) direction: Direction,
     pub(crate) via: AttachedVia,
-    link: SchedClassifierLinkId,
+    /// Whether an attachment left by an earlier owner was taken over (its program replaced).
+    pub(crate) replaced: bool,
+    link: Option<SchedClassifierLink>,
     /// The network namespace the attachment was made in. Netlink (clsact) detachment addresses
     /// the interface by index, so it must run there and nowhere else.
     netns: File,
+    /// The bpffs pin of a TCX link.
+    pin: Option<PathBuf>,
 }
 
-/// Attaches `program` to `interface`; returns the mechanism used and aya's link id.
+fn choose(mode: AttachMode) -> Result<AttachedVia, Error> {
+    match mode {
+        AttachMode::Auto if tcx_supported() => Ok(AttachedVia::Tcx),
+        AttachMode::Auto | AttachMode::Clsact => Ok(AttachedVia::Clsact),
+        AttachMode::Tcx if tcx_supported() => Ok(AttachedVia::Tcx),
+        AttachMode::Tcx => Err(Error::TcxUnsupported),
+    }
+}
+
+/// Attaches `program` to `interface` (resolved in the calling thread's network namespace).
+///
+/// With `persist`, an attachment an earlier owner left in place is taken over: the pinned TCX
+/// link gets the new program atomically (`bpf_link_update`), or the clsact filter with the same
+/// priority and handle is replaced; otherwise a new one is made (and a TCX link pinned).
 pub(crate) fn attach(
     program: &mut SchedClassifier,
     name: &'static str,
     interface: &str,
     direction: Direction,
     mode: AttachMode,
+    persist: Option<&Persist>,
 ) -> Result<Attachment, Error> {
-    let via = match mode {
-        AttachMode::Auto if tcx_supported() => AttachedVia::Tcx,
-        AttachMode::Auto | AttachMode::Clsact => AttachedVia::Clsact,
-        AttachMode::Tcx if tcx_supported() => AttachedVia::Tcx,
-        AttachMode::Tcx => return Err(Error::TcxUnsupported),
-    };
+    let via = choose(mode)?;
     let fail = |source: Source| Error::Attach {
         program: name,
         interface: interface.to_owned(),
@@ -110,8 +139,43 @@ pub(crate) fn attach(
         source,
     };
     let netns = File::open("/proc/thread-self/ns/net").map_err(|e| fail(e.into()))?;
-    let options = match via {
-        AttachedVia::Tcx => TcAttachOptions::TcxOrder(LinkOrder::default()),
+    let mut replaced = false;
+    let link = match via {
+        AttachedVia::Tcx => {
+            let pin = persist.map(|p| p.link_pin.as_path());
+            let mut link = None;
+            if let Some(pin) = pin.filter(|p| p.exists()) {
+                match take_over_tcx(program, pin) {
+                    Ok(taken) => {
+                        replaced = true;
+                        link = Some(taken);
+                    }
+                    Err(e) => {
+                        // The interface it was attached to is gone (or the pin is not a link):
+                        // start over.
+                        tracing::debug!(pin = %pin.display(), error = %e, "stale TCX link pin");
+                        fs::remove_file(pin).map_err(|e| fail(e.into()))?;
+                    }
+                }
+            }
+            match link {
+                Some(link) => link,
+                None => {
+                    let id = program
+                        .attach_with_options(
+                            interface,
+                            direction.tc(),
+                            TcAttachOptions::TcxOrder(LinkOrder::default()),
+                        )
+                        .map_err(|e| fail(e.into()))?;
+                    let link = program.take_link(id).map_err(|e| fail(e.into()))?;
+                    match pin {
+                        Some(pin) => pin_tcx(link, pin).map_err(fail)?,
+                        None => link,
+                    }
+                }
+            }
+        }
         AttachedVia::Clsact => {
             match tc::qdisc_add_clsact(interface) {
                 Ok(()) => {}
@@ -119,53 +183,149 @@ pub(crate) fn attach(
                 Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(fail(e.into())),
             }
-            TcAttachOptions::Netlink(NlOptions::default())
+            let options = persist.map_or_else(NlOptions::default, |p| NlOptions {
+                priority: p.nl_priority,
+                handle: TcHandle::new(0, p.nl_handle),
+                classid: None,
+            });
+            let existing = persist.and_then(|p| {
+                SchedClassifierLink::attached(
+                    interface,
+                    direction.tc(),
+                    p.nl_priority,
+                    TcHandle::new(0, p.nl_handle),
+                    None,
+                )
+                .ok()
+            });
+            // Replacing fails when no such filter exists; then create it.
+            let id = match existing.map(|link| program.attach_to_link(link)) {
+                Some(Ok(id)) => {
+                    replaced = true;
+                    id
+                }
+                _ => program
+                    .attach_with_options(
+                        interface,
+                        direction.tc(),
+                        TcAttachOptions::Netlink(options),
+                    )
+                    .map_err(|e| fail(e.into()))?,
+            };
+            program.take_link(id).map_err(|e| fail(e.into()))?
         }
     };
-    let link = program
-        .attach_with_options(interface, direction.tc(), options)
-        .map_err(|e| fail(e.into()))?;
-    tracing::debug!(program = name, interface, %direction, %via, "attached");
+    tracing::debug!(program = name, interface, %direction, %via, replaced, "attached");
     Ok(Attachment {
+        program: name,
         interface: interface.to_owned(),
         direction,
         via,
-        link,
+        replaced,
+        link: Some(link),
         netns,
+        pin: persist
+            .filter(|_| via == AttachedVia::Tcx)
+            .map(|p| p.link_pin.clone()),
     })
 }
 
-/// Undoes `attachment`. TCX links are detached through their fd; clsact filters from a
-/// short-lived thread inside the namespace the attachment was made in.
-pub(crate) fn detach(
-    program: &mut SchedClassifier,
-    name: &'static str,
-    attachment: Attachment,
-) -> Result<(), Error> {
-    let Attachment {
-        interface,
-        direction,
-        via,
-        link,
-        netns,
-    } = attachment;
-    let result = match via {
-        AttachedVia::Tcx => program.detach(link).map_err(Source::from),
-        AttachedVia::Clsact => std::thread::scope(|scope| {
-            scope
-                .spawn(move || -> Result<(), Source> {
-                    setns(&netns, CloneFlags::CLONE_NEWNET)?;
-                    program.detach(link)?;
-                    Ok(())
+fn take_over_tcx(program: &mut SchedClassifier, pin: &Path) -> Result<SchedClassifierLink, Source> {
+    let pinned = PinnedLink::from_pin(pin)?;
+    let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
+    let id = program.attach_to_link(link)?;
+    Ok(program.take_link(id)?)
+}
+
+fn pin_tcx(link: SchedClassifierLink, pin: &Path) -> Result<SchedClassifierLink, Source> {
+    let fd_link = FdLink::try_from(link)?;
+    let pinned = fd_link.pin(pin)?;
+    Ok(SchedClassifierLink::try_from(FdLink::from(pinned))?)
+}
+
+impl Attachment {
+    /// Undoes the attachment. TCX links are unpinned and released; clsact filters are removed
+    /// from a short-lived thread inside the namespace the attachment was made in.
+    pub(crate) fn detach(mut self) -> Result<(), Error> {
+        let result = self.detach_inner();
+        result.map_err(|source| Error::Detach {
+            program: self.program,
+            interface: self.interface.clone(),
+            direction: self.direction,
+            source,
+        })
+    }
+
+    fn detach_inner(&mut self) -> Result<(), Source> {
+        let Some(link) = self.link.take() else {
+            return Ok(());
+        };
+        match self.via {
+            AttachedVia::Tcx => {
+                if let Some(pin) = &self.pin {
+                    match fs::remove_file(pin) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                link.detach().map_err(Source::from)
+            }
+            AttachedVia::Clsact => {
+                let netns = &self.netns;
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(move || -> Result<(), Source> {
+                            setns(netns, CloneFlags::CLONE_NEWNET)?;
+                            link.detach()?;
+                            Ok(())
+                        })
+                        .join()
+                        .unwrap_or_else(|_| Err("detach thread panicked".into()))
                 })
-                .join()
-                .unwrap_or_else(|_| Err("detach thread panicked".into()))
-        }),
-    };
-    result.map_err(|source| Error::Detach {
-        program: name,
-        interface,
-        direction,
-        source,
-    })
+            }
+        }
+    }
+
+    /// Leaves the program attached after its owner goes away: a pinned TCX link stays in place
+    /// through its pin, a clsact filter stays until someone removes it. An unpinned TCX link
+    /// cannot outlive its file descriptor and is detached.
+    pub(crate) fn keep(mut self) {
+        if let Some(link) = self.link.take() {
+            match (self.via, &self.pin) {
+                // Closing our descriptor leaves the pinned link attached.
+                (AttachedVia::Tcx, Some(_)) => drop(FdLink::try_from(link)),
+                (AttachedVia::Tcx, None) => {
+                    if let Err(e) = link.detach() {
+                        tracing::warn!(interface = %self.interface, error = %e, "detaching");
+                    }
+                }
+                // An aya netlink link holds no resources; forgetting it skips its detaching Drop.
+                (AttachedVia::Clsact, _) => std::mem::forget(link),
+            }
+        }
+    }
+}
+
+/// Detaches every attachment, continuing past failures and reporting all of them.
+pub(crate) fn detach_every(attachments: impl IntoIterator<Item = Attachment>) -> Result<(), Error> {
+    let mut errors: Vec<Error> = attachments
+        .into_iter()
+        .filter_map(|a| a.detach().err())
+        .collect();
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(Error::Multiple(errors)),
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if self.link.is_some()
+            && let Err(e) = self.detach_inner()
+        {
+            tracing::warn!(interface = %self.interface, error = %e, "detaching on drop");
+        }
+    }
 }

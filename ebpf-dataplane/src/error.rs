@@ -1,8 +1,11 @@
 //! The crate's error type.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, path::PathBuf};
 
-use crate::attach::{AttachedVia, Direction};
+use crate::{
+    ServiceKey, Table,
+    attach::{AttachedVia, Direction},
+};
 
 /// A boxed source error; keeps aya's types out of the public API.
 pub(crate) type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -87,5 +90,89 @@ pub enum Error {
         addr: Ipv4Addr,
         /// The map's capacity.
         capacity: u32,
+    },
+    /// A table is full.
+    #[error("{table} full ({capacity} entries)")]
+    CapacityExceeded {
+        /// Which table.
+        table: Table,
+        /// Its capacity.
+        capacity: u32,
+    },
+    /// A service's settings are unusable.
+    #[error("service {service}: {reason}")]
+    InvalidService {
+        /// The service.
+        service: ServiceKey,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A service has more backends than a service can hold.
+    #[error("service {service}: {count} backends, at most {max}")]
+    TooManyBackends {
+        /// The service.
+        service: ServiceKey,
+        /// Backends given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The service does not exist.
+    #[error("no service {service}")]
+    UnknownService {
+        /// The service.
+        service: ServiceKey,
+    },
+    /// A policy is not valid Kubernetes NetworkPolicy.
+    #[error("policy of endpoint {endpoint}: {reason}")]
+    InvalidPolicy {
+        /// The endpoint.
+        endpoint: Ipv4Addr,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A policy uses more distinct port sets in one direction than the datapath can tell apart.
+    #[error("policy of endpoint {endpoint} ({}): {groups} distinct port sets, at most {max}", if *.egress { "egress" } else { "ingress" })]
+    TooManyRuleGroups {
+        /// The endpoint.
+        endpoint: Ipv4Addr,
+        /// Which direction.
+        egress: bool,
+        /// Distinct port sets used.
+        groups: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not an `address/length` IPv4 CIDR.
+    #[error("invalid IPv4 CIDR {0:?}")]
+    InvalidCidr(String),
+    /// Capacities or timeouts that cannot be used.
+    #[error("invalid dataplane configuration: {0}")]
+    InvalidConfig(String),
+    /// A pinned map left by an earlier run does not have the layout or size this build expects.
+    #[error("pinned map {} does not match: {reason} (remove the pin directory to start fresh)", .path.display())]
+    PinnedMapMismatch {
+        /// The pin.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+    /// Working with the pin directory (bpffs) failed.
+    #[error("pin directory {}: {source}", .path.display())]
+    Pin {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: Source,
+    },
+    /// Running a packet through a program (`BPF_PROG_TEST_RUN`) failed or gave garbage.
+    #[error("running a packet through `{program}`: {source}")]
+    TestRun {
+        /// The program.
+        program: &'static str,
+        /// What failed.
+        #[source]
+        source: Source,
     },
 }

@@ -81,7 +81,7 @@ impl ProbeProgram {
         mode: AttachMode,
     ) -> Result<AttachedVia> {
         let program = classifier(&mut self.ebpf)?;
-        let attachment = attach::attach(program, PROGRAM, interface, direction, mode)?;
+        let attachment = attach::attach(program, PROGRAM, interface, direction, mode, None)?;
         let via = attachment.via;
         self.attachments.push(attachment);
         Ok(via)
@@ -92,23 +92,7 @@ impl ProbeProgram {
     /// # Errors
     /// [`Error::Multiple`] (or the single error) listing every attachment that failed to detach.
     pub fn detach_all(&mut self) -> Result<()> {
-        let mut errors = Vec::new();
-        let attachments = std::mem::take(&mut self.attachments);
-        match classifier(&mut self.ebpf) {
-            Ok(program) => {
-                for attachment in attachments {
-                    if let Err(e) = attach::detach(program, PROGRAM, attachment) {
-                        errors.push(e);
-                    }
-                }
-            }
-            Err(e) => errors.push(e),
-        }
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.remove(0)),
-            _ => Err(Error::Multiple(errors)),
-        }
+        attach::detach_every(std::mem::take(&mut self.attachments))
     }
 
     /// Drops IPv4 packets from `addr` from now on.

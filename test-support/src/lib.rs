@@ -10,6 +10,9 @@
 //!   drop.
 //! - [`state`]: snapshots of a namespace's links, addresses, routes, rules and neighbours (read
 //!   with iproute2) and their differences, for leak and rollback tests.
+//! - [`pods`]: a node namespace with routed pod namespaces (veth, /32 addresses, link-local
+//!   gateway), the shape a CNI builds.
+//! - [`bpffs`]: a private bpf filesystem instance for tests that pin BPF objects.
 //!
 //! ```no_run
 //! use cnikit_test_support::{netns::{Role, TestNetns}, require_root};
@@ -25,7 +28,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bpffs;
 pub mod netns;
+pub mod pods;
 pub mod privilege;
 pub mod process;
 pub mod state;

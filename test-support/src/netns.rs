@@ -175,6 +175,39 @@ impl TestNetns {
         })
     }
 
+    /// Starts `f` on a new, detached thread that lives inside this namespace (for servers that
+    /// outlive the call). The thread keeps the namespace alive while it runs.
+    ///
+    /// # Errors
+    /// When the namespace file cannot be opened or the thread cannot be spawned. A failure to
+    /// enter the namespace makes the thread panic before `f` runs (seen on `join`).
+    pub fn spawn<T, F>(&self, f: F) -> io::Result<std::thread::JoinHandle<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let file = self.open()?;
+        let name = self.name.clone();
+        std::thread::Builder::new()
+            .name(format!("in-{name}"))
+            .spawn(move || {
+                if let Err(e) = setns(&file, CloneFlags::CLONE_NEWNET) {
+                    panic!("setns into {name}: {e}");
+                }
+                f()
+            })
+    }
+
+    /// Sets a per-namespace sysctl under `/proc/sys/net/` (`key` like `ipv4.ip_forward`).
+    ///
+    /// # Errors
+    /// When the key does not exist or cannot be written.
+    pub fn sysctl_net(&self, key: &str, value: &str) -> io::Result<()> {
+        let path = format!("/proc/sys/net/{}", key.replace('.', "/"));
+        self.run(|| fs::write(&path, value))
+            .map_err(|e| io_err(format_args!("writing {path} in {}", self.name), e))
+    }
+
     /// Runs an async block inside this namespace on its own single-threaded tokio runtime.
     ///
     /// # Panics

@@ -37,6 +37,9 @@ pub(crate) const VM_TESTS: &[(&str, &str)] = &[
     ("cnikit-netns-setup", "vm_ipvlan"),
     ("cnikit-netns-setup", "probe"),
     // ---- end netns-setup ----
+    // ---- ebpf-dataplane ----
+    ("cnikit-ebpf-dataplane", "vm_verifier"),
+    // ---- end ebpf-dataplane ----
 ];
 
 /// Kernel modules loaded in the guest (with their dependencies), and their arguments.

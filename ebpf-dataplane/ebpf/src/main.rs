@@ -1,12 +1,21 @@
 //! Kernel-side cnikit programs, compiled to one BPF object.
 //!
 //! Programs:
-//! - `cnikit_probe`: a tc classifier that counts packets and bytes in a per-CPU array and drops
-//!   IPv4 packets whose source address is in a userspace-managed blocklist. It proves the build
-//!   pipeline end to end and is the template the dataplane programs follow.
+//! - `cnikit_from_ep`: a tc classifier on the path of packets **leaving** a pod endpoint (ingress
+//!   of the node-side veth, or egress of an interface inside the pod such as an ENI). It
+//!   translates ClusterIP traffic to a backend (Maglev, connection tracking, `ClientIP` affinity),
+//!   rejects connections to services without backends with ICMP port unreachable, and enforces
+//!   the endpoint's egress policy.
+//! - `cnikit_to_ep`: a tc classifier on the path of packets **entering** a pod endpoint (egress of
+//!   the node-side veth, or ingress of an interface inside the pod). It translates replies of
+//!   service connections back to the VIP and enforces the endpoint's ingress policy.
+//! - `cnikit_probe`: the pipeline's proof: counts packets and drops blocklisted IPv4 sources.
+//!
+//! Map layouts live in `cnikit-ebpf-common`; the userspace side documents the semantics.
 #![no_std]
 #![no_main]
 
+mod dataplane;
 mod probe;
 
 /// The kernel refuses GPL-only helpers without a GPL-compatible licence string.
