@@ -18,6 +18,11 @@ const TARGET: &str = "bpfel-unknown-none";
 const EBPF_CRATE: &str = "ebpf-dataplane/ebpf";
 /// Binary name of the kernel-side crate.
 const EBPF_BIN: &str = "cnikit";
+/// The fixed directory the kernel-side sources are copied to before building.
+const STAGING_ROOT: &str = "/tmp/cnikit-ebpf-build";
+/// What the kernel-side build reads, relative to the workspace root: the root manifest (the shared
+/// crate inherits its package fields from it), the shared types and the eBPF crate.
+const STAGED_SOURCES: &[&str] = &["Cargo.toml", "ebpf-dataplane/common", EBPF_CRATE];
 /// Where the built object is shipped, relative to the workspace root.
 pub(crate) const SHIPPED_OBJECT: &str = "ebpf-dataplane/bpf/cnikit.bpf.o";
 
@@ -130,13 +135,26 @@ pub(crate) fn ensure_toolchain() -> Result<PathBuf, String> {
 /// Builds the object; with `check`, compares it with the shipped one instead of replacing it.
 pub(crate) fn build(root: &Path, check: bool) -> Result<(), String> {
     let linker = ensure_toolchain()?;
-    let crate_dir = root.join(EBPF_CRATE);
+    // Cargo derives each crate's symbol-name hash from its dependencies' package ids, and a path
+    // dependency outside the building workspace (here `common/`, outside `ebpf/`) is identified by
+    // its absolute path. Building from a copy at one fixed path makes the object independent of
+    // where the repository is cloned. The lock serialises concurrent builds from several clones.
+    let staging = Path::new(STAGING_ROOT);
+    fs::create_dir_all(staging).map_err(|e| format!("creating {STAGING_ROOT}: {e}"))?;
+    let lock = fs::File::create(staging.with_extension("lock"))
+        .map_err(|e| format!("creating the staging lock: {e}"))?;
+    lock.lock()
+        .map_err(|e| format!("locking {STAGING_ROOT}: {e}"))?;
+    for source in STAGED_SOURCES {
+        sync_tree(&root.join(source), &staging.join(source))?;
+    }
+    let crate_dir = staging.join(EBPF_CRATE);
     let target_dir = root.join("target").join("ebpf");
 
     // Remap every absolute path the compiler could embed, so that the object is byte-for-byte the
     // same whatever directory the repository is cloned into and whoever builds it.
     let remaps = [
-        (root.to_path_buf(), "/cnikit"),
+        (staging.to_path_buf(), "/cnikit"),
         (cargo_home(), "/cargo"),
         (rustup_home(), "/rustup"),
     ];
@@ -207,6 +225,50 @@ pub(crate) fn build(root: &Path, check: bool) -> Result<(), String> {
             "xtask: wrote {SHIPPED_OBJECT} ({} bytes, fnv1a64 {digest:016x})",
             fresh.len()
         );
+    }
+    Ok(())
+}
+
+/// Makes `to` an exact copy of `from` (a file or a directory tree, `target/` directories skipped),
+/// writing only files whose bytes changed so cargo's fingerprints stay valid between builds.
+fn sync_tree(from: &Path, to: &Path) -> Result<(), String> {
+    let meta = fs::metadata(from).map_err(|e| format!("reading {}: {e}", from.display()))?;
+    if meta.is_file() {
+        let bytes = fs::read(from).map_err(|e| format!("reading {}: {e}", from.display()))?;
+        if fs::read(to).ok().as_deref() != Some(bytes.as_slice()) {
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            fs::write(to, &bytes).map_err(|e| format!("writing {}: {e}", to.display()))?;
+        }
+        return Ok(());
+    }
+    fs::create_dir_all(to).map_err(|e| format!("creating {}: {e}", to.display()))?;
+    let names = |dir: &Path| -> Result<Vec<OsString>, String> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))? {
+            let name = entry.map_err(|e| e.to_string())?.file_name();
+            if name != "target" {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    };
+    let wanted = names(from)?;
+    for name in names(to)? {
+        if !wanted.contains(&name) {
+            let stale = to.join(&name);
+            let removed = if stale.is_dir() {
+                fs::remove_dir_all(&stale)
+            } else {
+                fs::remove_file(&stale)
+            };
+            removed.map_err(|e| format!("removing {}: {e}", stale.display()))?;
+        }
+    }
+    for name in wanted {
+        sync_tree(&from.join(&name), &to.join(&name))?;
     }
     Ok(())
 }
