@@ -34,6 +34,10 @@ import json, sys
 for p in json.load(sys.stdin)["packages"]:
     if p.get("publish") == []:
         print("--exclude", p["name"])')
+# cargo unpacks the packages it verifies into $CARGO_HOME/registry/src/-<hash of the target
+# dir>/ and reuses an unpacked copy of the same name and version: remove ours, so a crate changed
+# without a version bump is never verified against a stale copy from an earlier run.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/cnikit-*
 # shellcheck disable=SC2086
 stage package    cargo package --workspace --locked $unpublished
 stage_summary
