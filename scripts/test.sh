@@ -37,7 +37,8 @@ for p in json.load(sys.stdin)["packages"]:
 # cargo unpacks the packages it verifies into $CARGO_HOME/registry/src/-<hash of the target
 # dir>/ and reuses an unpacked copy of the same name and version: remove ours, so a crate changed
 # without a version bump is never verified against a stale copy from an earlier run.
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/cnikit-*
+# Likewise cargo reuses the .crate files of an earlier run in the target dir's package/ folder.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/cnikit-* "${CARGO_TARGET_DIR:-target}/package"
 # shellcheck disable=SC2086
 stage package    cargo package --workspace --locked $unpublished
 stage_summary
