@@ -80,7 +80,8 @@ impl Shared {
             match f().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() && attempt + 1 < self.cfg.retry_attempts => {
-                    let mut delay = backoff.delay(attempt, fastrand::f64());
+                    let unit = self.lock().rng.f64();
+                    let mut delay = backoff.delay(attempt, unit);
                     if e.kind() == ErrorKind::Throttled {
                         delay = (delay * 2).min(self.cfg.retry_max);
                     }
@@ -181,8 +182,14 @@ impl PoolState {
     }
 
     /// Progress was made: forget the last failure.
+    /// (Quota and exhaustion notes last while their pause does; see `refresh_blocker`.)
     fn on_progress(&mut self) {
-        self.blocker = None;
+        if matches!(
+            self.blocker,
+            Some(Blocker::Cloud { .. } | Blocker::Provisioning)
+        ) {
+            self.blocker = None;
+        }
     }
 }
 
@@ -287,18 +294,26 @@ async fn assign(shared: &Shared, eni_id: &str, v4: u32, v6: u32) {
     } else {
         None
     };
+    let exhausted_free = match (&r4, &r6) {
+        (Err(e), _) | (_, Some(Err(e))) if e.kind() == ErrorKind::SubnetExhausted => {
+            let vsw = shared.lock().enis.get(eni_id).map(|s| s.vswitch_id.clone());
+            match vsw {
+                Some(vsw) => subnet_free(shared, &vsw).await,
+                None => None,
+            }
+        }
+        _ => None,
+    };
     let now = Instant::now();
     let mut st = shared.lock();
     let stack = st.cfg.ip_stack;
     let mut failure = None;
-    let mut added = 0u64;
     if let Some(slot) = st.enis.get_mut(eni_id) {
         slot.busy = false;
         slot.in_flight_v4 = slot.in_flight_v4.saturating_sub(v4);
         slot.in_flight_v6 = slot.in_flight_v6.saturating_sub(v6);
         match r4 {
             Ok(ips) => {
-                added = ips.len() as u64;
                 for ip in ips {
                     slot.units
                         .entry(ip)
@@ -319,15 +334,42 @@ async fn assign(shared: &Shared, eni_id: &str, v4: u32, v6: u32) {
             slot.failures = 0;
         }
         let vsw = slot.vswitch_id.clone();
-        if let Some(s) = st.subnets.get_mut(&vsw) {
-            s.free = s.free.saturating_sub(added);
+        if failure.is_some() {
+            st.give_back_free(&vsw, u64::from(v4), exhausted_free);
+            if exhausted_free.is_some_and(|f| f > 0) {
+                let soon = now + st.cfg.retry_base;
+                st.vswitch_paused.insert(vsw, soon);
+            }
         }
     }
     match failure {
+        Some(e) if exhausted_free.is_some_and(|f| f > 0) => {
+            tracing::info!(eni_id, error = %e, "vSwitch has fewer addresses than asked; asking less");
+        }
         Some(e) => st.on_failure(&Path::Eni(eni_id.to_owned()), &e, now),
         None => st.on_progress(),
     }
     st.serve_waiters();
+}
+
+/// The free addresses of a vSwitch as the cloud says now (after an exhaustion error, so the
+/// next request asks for what is left instead of pausing the vSwitch).
+async fn subnet_free(shared: &Shared, vsw: &str) -> Option<u64> {
+    shared
+        .retry("describe vSwitch", || shared.cloud.describe_subnet(vsw))
+        .await
+        .ok()
+        .map(|s| s.available_ipv4)
+}
+
+impl PoolState {
+    /// A request that took `n` addresses from the estimate failed: give them back, or take
+    /// the cloud's fresh count when there is one.
+    fn give_back_free(&mut self, vsw: &str, n: u64, fresh: Option<u64>) {
+        if let Some(s) = self.subnets.get_mut(vsw) {
+            s.free = fresh.unwrap_or(s.free + n);
+        }
+    }
 }
 
 fn role_tag(role: Role) -> &'static str {
@@ -354,6 +396,10 @@ async fn create(shared: &Shared, role: Role, vsw: &str, secondary: u32, v6: u32,
     let created = shared
         .retry("create ENI", || shared.cloud.create_eni(&req))
         .await;
+    let exhausted_free = match &created {
+        Err(e) if e.kind() == ErrorKind::SubnetExhausted => subnet_free(shared, vsw).await,
+        _ => None,
+    };
     let eni = {
         let now = Instant::now();
         let mut st = shared.lock();
@@ -361,7 +407,14 @@ async fn create(shared: &Shared, role: Role, vsw: &str, secondary: u32, v6: u32,
         st.creates_in_flight = st.creates_in_flight.saturating_sub(1);
         match created {
             Err(e) => {
-                st.on_failure(&Path::Create(vsw.to_owned()), &e, now);
+                st.give_back_free(vsw, u64::from(units), exhausted_free);
+                if exhausted_free.is_some_and(|f| f > 0) {
+                    tracing::info!(vsw, error = %e, "vSwitch has fewer addresses than asked; asking less");
+                    let soon = now + st.cfg.retry_base;
+                    st.vswitch_paused.insert(vsw.to_owned(), soon);
+                } else {
+                    st.on_failure(&Path::Create(vsw.to_owned()), &e, now);
+                }
                 return;
             }
             Ok(eni) => {
@@ -481,10 +534,12 @@ async fn poll(shared: &Shared, ids: &[String]) {
             Some(e) if e.status == EniStatus::InUse && e.instance_id() == Some(&instance) => {
                 slot.phase = Phase::Ready;
                 slot.device_index = e.attachment.as_ref().and_then(|a| a.device_index);
-                for ip in &e.secondary_ipv4 {
-                    slot.units
-                        .entry(*ip)
-                        .or_insert_with(|| Unit::new(None, UnitState::Pending));
+                if slot.role != Role::Exclusive {
+                    for ip in &e.secondary_ipv4 {
+                        slot.units
+                            .entry(*ip)
+                            .or_insert_with(|| Unit::new(None, UnitState::Pending));
+                    }
                 }
                 for ip in &e.ipv6 {
                     let paired = slot.units.values().any(|u| u.v6 == Some(*ip));
@@ -493,10 +548,10 @@ async fn poll(shared: &Shared, ids: &[String]) {
                     }
                 }
                 slot.pair_v6(stack);
-                slot.activate(stack);
                 slot.epoch += 1;
                 progress = true;
                 tracing::debug!(eni_id = %id, units = slot.units.len(), "ENI attached");
+                st.activate(id);
             }
             Some(e) if e.status == EniStatus::Available => {
                 // The attach failed after it was accepted.

@@ -139,8 +139,16 @@ impl PoolState {
         need.min(self.capacity_of(kind).saturating_sub(self.total(kind)))
     }
 
+    /// Not paused, and (as far as the pool knows) not full.
     fn vswitch_usable(&self, vsw: &str, now: Instant) -> bool {
         self.vswitch_paused.get(vsw).is_none_or(|t| *t <= now)
+            && self.subnets.get(vsw).is_some_and(|s| s.free > 0)
+    }
+
+    fn subnet_free(&self, vsw: &str) -> u32 {
+        self.subnets
+            .get(vsw)
+            .map_or(0, |s| u32::try_from(s.free).unwrap_or(u32::MAX))
     }
 
     fn pick_vswitch(&self, now: Instant) -> Option<String> {
@@ -178,6 +186,7 @@ impl PoolState {
             self.plan_release(kind, now, &mut ops);
         }
         self.plan_orphans(now, &mut ops);
+        self.refresh_blocker(now);
         self.note_capacity_blocker();
         if now >= self.next_gc_at && !self.gc_running {
             self.gc_running = true;
@@ -351,15 +360,25 @@ impl PoolState {
                 break;
             }
             let per_call = self.cfg.max_ips_per_assign;
+            let Some(vsw) = self.enis.get(&id).map(|s| s.vswitch_id.clone()) else {
+                continue;
+            };
+            let free = self.subnet_free(&vsw);
             let Some(slot) = self.enis.get_mut(&id) else {
                 continue;
             };
-            let n = slot.room().min(per_call).min(need);
+            let n = slot.room().min(per_call).min(need).min(free);
+            if n == 0 {
+                continue;
+            }
             let v6 = if dual { n } else { 0 };
             slot.busy = true;
             slot.in_flight_v4 += n;
             slot.in_flight_v6 += v6;
             need -= n;
+            if let Some(s) = self.subnets.get_mut(&vsw) {
+                s.free = s.free.saturating_sub(u64::from(n));
+            }
             ops.push(Op::Assign {
                 eni_id: id,
                 v4: n,
@@ -391,7 +410,10 @@ impl PoolState {
                 let (role, secondary_v4, units) = match kind {
                     ResourceKind::ExclusiveEni => (Role::Exclusive, 0, 1),
                     ResourceKind::SharedIp => {
-                        let units = need[k].min(per_eni).max(1);
+                        let units = need[k]
+                            .min(per_eni)
+                            .min(self.subnet_free(&vswitch_id))
+                            .max(1);
                         let secondary = units
                             .saturating_sub(primary_unit)
                             .min(self.cfg.max_ips_per_create);
@@ -404,7 +426,7 @@ impl PoolState {
                     _ => 0,
                 };
                 if let Some(s) = self.subnets.get_mut(&vswitch_id) {
-                    s.free = s.free.saturating_sub(u64::from(units) + 1);
+                    s.free = s.free.saturating_sub(u64::from(units));
                 }
                 self.creates_in_flight += 1;
                 self.creating[k] += units;
@@ -549,6 +571,26 @@ impl PoolState {
         }
     }
 
+    /// Forgets a quota, exhaustion or capacity note once its pause is over.
+    fn refresh_blocker(&mut self, now: Instant) {
+        let still = match &self.blocker {
+            Some(Blocker::QuotaExceeded { .. }) => {
+                self.create_paused_until.is_some_and(|t| t > now)
+                    || self.enis.values().any(|s| s.paused(now))
+            }
+            Some(Blocker::SubnetExhausted { .. }) => !self
+                .cfg
+                .vswitches
+                .iter()
+                .any(|v| self.vswitch_usable(v, now)),
+            Some(Blocker::CapacityReached { .. }) => false,
+            Some(_) | None => true,
+        };
+        if !still {
+            self.blocker = None;
+        }
+    }
+
     /// Notes when waiting allocations cannot be served because the pool is full.
     fn note_capacity_blocker(&mut self) {
         for kind in KINDS {
@@ -572,17 +614,23 @@ impl PoolState {
         }
     }
 
-    /// When the engine must look again even if nothing happens.
+    /// When the engine must look again even if nothing happens: the earliest timer still in
+    /// the future (work due now that could not start waits for the operation in its way, whose
+    /// end wakes the engine).
     pub(crate) fn next_wake(&self, now: Instant) -> Option<Instant> {
         let mut at: Vec<Instant> = Vec::new();
-        at.extend(self.poll_due());
+        if !self.poll_in_flight {
+            at.extend(self.poll_due());
+        }
         at.extend(self.next_cooling_end());
-        at.push(self.next_gc_at);
+        if !self.gc_running {
+            at.push(self.next_gc_at);
+        }
         for o in self.orphans.values().filter(|o| !o.busy) {
             at.push(o.delete_after);
         }
         for slot in self.enis.values() {
-            at.extend(slot.paused_until.filter(|t| *t > now));
+            at.extend(slot.paused_until);
             if let Phase::Attaching {
                 since,
                 next_poll: Some(_),
@@ -592,18 +640,15 @@ impl PoolState {
                 at.push(since + self.cfg.attach_timeout);
             }
         }
-        at.extend(self.create_paused_until.filter(|t| *t > now));
-        at.extend(self.vswitch_paused.values().copied().filter(|t| *t > now));
+        at.extend(self.create_paused_until);
+        at.extend(self.vswitch_paused.values().copied());
         for kind in KINDS {
             let k = ki(kind);
             if let Some(since) = self.surplus_since[k] {
                 at.push((since + self.cfg.idle_release_after).max(self.next_release_at[k]));
-            } else if self.idle(kind) > self.watermarks(kind).max_idle {
-                // The surplus clock starts at the next look.
-                at.push(now);
             }
         }
-        at.into_iter().min()
+        at.into_iter().filter(|t| *t > now).min()
     }
 }
 

@@ -36,9 +36,17 @@ pub struct PoolBuilder {
     cloud: Option<Arc<dyn CloudProvider>>,
     store: Option<Arc<dyn RecordStore>>,
     liveness: Option<Arc<dyn Liveness>>,
+    seed: Option<u64>,
 }
 
 impl PoolBuilder {
+    /// Seeds the pool's random choices (jitter of retries, release batches and GC), so a test
+    /// run can be replayed. Default: a random seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
     /// The cloud (required).
     pub fn cloud(mut self, cloud: Arc<dyn CloudProvider>) -> Self {
         self.cloud = Some(cloud);
@@ -117,12 +125,14 @@ impl PoolBuilder {
                 },
             );
         }
+        let seed = self.seed.unwrap_or_else(|| fastrand::u64(..));
         let state = PoolState::new(
             cfg.clone(),
             cap,
             limits.ipv6_per_eni,
             subnets,
             Instant::now(),
+            seed,
         );
         let shared = Arc::new(Shared {
             cfg,
@@ -280,6 +290,7 @@ impl Pool {
             cloud: None,
             store: None,
             liveness: None,
+            seed: None,
         }
     }
 

@@ -158,10 +158,9 @@ impl PoolState {
             }
             _ => return None,
         };
-        let mut slot =
-            EniSlot::from_eni(eni, role, phase, &UnitState::Pending, &cfg, &cap, v6_limit);
-        slot.activate(cfg.ip_stack);
+        let slot = EniSlot::from_eni(eni, role, phase, &UnitState::Pending, &cfg, &cap, v6_limit);
         self.enis.insert(eni.id.clone(), slot);
+        self.activate(&eni.id);
         Some(false)
     }
 }

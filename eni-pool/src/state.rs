@@ -352,6 +352,7 @@ impl PoolState {
         v6_limit: u32,
         subnets: BTreeMap<String, SubnetInfo>,
         now: Instant,
+        seed: u64,
     ) -> Self {
         let gc_in = cfg.gc_interval;
         Self {
@@ -380,7 +381,19 @@ impl PoolState {
             next_waiter_id: 0,
             queued: Vec::new(),
             meta: crate::store::PoolMeta::default(),
-            rng: fastrand::Rng::new(),
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// Makes an ENI's pending units idle once it is ready (and, dual stack, paired).
+    pub(crate) fn activate(&mut self, id: &str) {
+        let stack = self.cfg.ip_stack;
+        let Some(slot) = self.enis.get_mut(id) else {
+            return;
+        };
+        let role = slot.role;
+        if !slot.activate(stack).is_empty() && role == Role::Exclusive {
+            self.idle_exclusive.push_back(id.to_owned());
         }
     }
 
@@ -780,7 +793,7 @@ pub(crate) mod tests {
                 free: 200,
             },
         );
-        PoolState::new(Arc::new(cfg), cap, 4, subnets, Instant::now())
+        PoolState::new(Arc::new(cfg), cap, 4, subnets, Instant::now(), 7)
     }
 
     pub(crate) fn eni(id: &str, first: u8, n: u8) -> Eni {
