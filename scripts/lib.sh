@@ -9,13 +9,15 @@ require_root() {
 }
 
 # Runs "$@" as a named stage, printing its duration; records it for stage_summary.
+# Each stage is bounded by STAGE_TIMEOUT (default 45m) so a hung test fails CI with a clear
+# message instead of eating the whole 90-minute budget.
 STAGE_LINES=()
 stage() {
   local name=$1; shift
   local start end secs
   start=$(date +%s.%N)
   echo "::: stage ${name}: $*"
-  if "$@"; then
+  if timeout --kill-after=30s "${STAGE_TIMEOUT:-45m}" "$@"; then
     end=$(date +%s.%N)
     secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
     echo "::: stage ${name} passed in ${secs}s"
@@ -24,6 +26,7 @@ stage() {
     local rc=$?
     end=$(date +%s.%N)
     secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+    [ "$rc" -eq 124 ] && echo "::: stage ${name} timed out after ${STAGE_TIMEOUT:-45m}"
     echo "::: stage ${name} FAILED (exit ${rc}) after ${secs}s"
     STAGE_LINES+=("$(printf '%-12s %8ss  FAILED' "$name" "$secs")")
     stage_summary

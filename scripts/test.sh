@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole cnikit test suite, as CI runs it: setup, formatting, the eBPF object's freshness,
-# clippy, docs, every test (privileged ones included: run as root), bench smoke runs, packaging.
+# clippy, docs, every test (privileged ones included: run as root), the tests that need other
+# kernels (qemu VMs booting Debian 6.1 and 6.12), bench smoke runs, packaging.
 # Prints each stage's duration. Run as root on Debian 12: `sudo ./scripts/test.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ sort "$CNIKIT_PRIVILEGED_LOG" | sed 's/^/    /'
 if [ "${CI:-}" = "true" ] && [ ! -s "$CNIKIT_PRIVILEGED_LOG" ]; then
   echo "::: no privileged test ran under CI=true" >&2; exit 1
 fi
+stage vmtest     cargo xtask vmtest all
 stage benches    cargo test --workspace --benches --locked
 # Package every publishable crate together (unpublished ones: test-support, examples, benches,
 # xtask). Verification builds each package from its .crate on stable, so the shipped eBPF object

@@ -215,6 +215,19 @@ pub enum Error {
         /// The last observed status (or `absent`).
         last_seen: String,
     },
+    /// While waiting, the ENI went back instead of forward: an attach that failed
+    /// asynchronously (`Attaching` → `Available`). Retrying the attach may succeed.
+    #[error("ENI {eni_id}: went from {from} back to {to} while waiting to be {target}")]
+    StatusRegressed {
+        /// The ENI.
+        eni_id: String,
+        /// The awaited condition.
+        target: String,
+        /// The status seen before.
+        from: String,
+        /// The status seen now.
+        to: String,
+    },
     /// The operation was cancelled.
     #[error("{operation}: cancelled")]
     Cancelled {
@@ -285,6 +298,7 @@ impl Error {
             Self::InvalidResponse { .. } | Self::Unexpected { .. } => ErrorKind::InvalidResponse,
             Self::DeadlineExceeded { .. } | Self::WaitTimeout { .. } => ErrorKind::Timeout,
             Self::Cancelled { .. } => ErrorKind::Cancelled,
+            Self::StatusRegressed { .. } => ErrorKind::InvalidState,
             Self::Credentials { .. } => ErrorKind::Authentication,
             Self::Metadata { .. } => ErrorKind::Other,
             Self::NotFound { .. } => ErrorKind::NotFound,
@@ -331,16 +345,6 @@ impl Error {
                 ..
             } => e.request_id(),
             _ => None,
-        }
-    }
-
-    #[expect(dead_code, reason = "used by the ECS client (next commit)")]
-    pub(crate) fn invalid_response(action: &str, detail: impl Into<String>) -> Self {
-        Self::InvalidResponse {
-            action: action.to_owned(),
-            http_status: None,
-            request_id: None,
-            detail: detail.into(),
         }
     }
 }

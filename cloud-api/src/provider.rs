@@ -62,7 +62,7 @@ impl fmt::Display for WaitTarget {
 /// lifecycle, secondary addresses, listing, and waiting for asynchronous state changes.
 ///
 /// Object safe: hold it as `Arc<dyn CloudProvider>`. Implementations: the Alibaba ECS client
-/// (`ecs::EcsClient`) and the simulator ([`crate::sim::SimCloud`], feature `sim`); the
+/// ([`crate::ecs::EcsClient`]) and the simulator (`sim::SimCloud`, feature `sim`); the
 /// shape also fits AWS EC2 (`DescribeInstanceTypes`, `DescribeSubnets`,
 /// `CreateNetworkInterface` with a client token, `AttachNetworkInterface` with a device index,
 /// `DetachNetworkInterface` by attachment id, `Assign/UnassignPrivateIpAddresses`,
@@ -134,7 +134,8 @@ pub trait CloudProvider: Send + Sync + fmt::Debug {
     ///
     /// Returns the ENI as last described (`None` for [`WaitTarget::Deleted`]). Retryable errors
     /// while polling are absorbed; others end the wait. An ENI that disappears while awaiting a
-    /// status gives [`Error::NotFound`].
+    /// status gives [`Error::NotFound`]; an attach seen failing (`Attaching` → `Available`)
+    /// gives [`Error::StatusRegressed`] at once instead of waiting for the deadline.
     async fn wait_eni(
         &self,
         eni_id: &str,
@@ -165,6 +166,11 @@ pub async fn poll_eni<P: CloudProvider + ?Sized>(
     };
     let mut rng = SplitMix64::new(entropy());
     let mut last_seen = String::from("never described");
+    let mut saw_attaching = false;
+    let awaits_attach = matches!(
+        target,
+        WaitTarget::AttachedTo(_) | WaitTarget::Status(EniStatus::InUse)
+    );
     let initial = options
         .initial_delay
         .min(deadline.saturating_duration_since(start));
@@ -178,7 +184,18 @@ pub async fn poll_eni<P: CloudProvider + ?Sized>(
                     return Ok(found);
                 }
                 match found {
-                    Some(eni) => last_seen = eni.status.to_string(),
+                    Some(eni) => {
+                        if awaits_attach && saw_attaching && eni.status == EniStatus::Available {
+                            return Err(Error::StatusRegressed {
+                                eni_id: eni_id.to_owned(),
+                                target: target.to_string(),
+                                from: EniStatus::Attaching.to_string(),
+                                to: eni.status.to_string(),
+                            });
+                        }
+                        saw_attaching |= eni.status == EniStatus::Attaching;
+                        last_seen = eni.status.to_string();
+                    }
                     None => {
                         return Err(Error::NotFound {
                             what: "ENI",

@@ -38,6 +38,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in `0..n` (`n > 0`).
+    #[cfg(any(test, feature = "sim"))]
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
@@ -60,10 +61,6 @@ pub(crate) fn entropy() -> u64 {
 }
 
 /// A random UUID (version 4 layout), lowercase, for nonces and client tokens.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "used by the ECS client (next commit)")
-)]
 pub(crate) fn uuid_v4() -> String {
     let hi = entropy();
     let lo = entropy();

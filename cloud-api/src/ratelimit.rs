@@ -69,6 +69,7 @@ impl TokenBucket {
     }
 
     /// Takes a token if one is there (server-side throttling: no token, reject).
+    #[cfg(any(test, feature = "sim"))]
     pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         self.refill(now);
         if self.tokens >= 1.0 {
@@ -174,10 +175,6 @@ pub(crate) struct RateLimiter {
     buckets: BTreeMap<Action, std::sync::Mutex<TokenBucket>>,
 }
 
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "used by the ECS client (next commit)")
-)]
 impl RateLimiter {
     pub(crate) fn new(limits: &RateLimits) -> Self {
         let now = Instant::now();

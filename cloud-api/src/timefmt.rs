@@ -47,10 +47,6 @@ pub(crate) fn format_utc(t: SystemTime) -> String {
 
 /// Parses `yyyy-MM-ddTHH:mm:ssZ` (fractional seconds tolerated and dropped).
 #[must_use]
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "used by credentials (next commit)")
-)]
 pub(crate) fn parse_utc(s: &str) -> Option<SystemTime> {
     let s = s.trim();
     let b = s.as_bytes();

@@ -299,13 +299,39 @@ async fn attach_can_fail_asynchronously() {
         .attach_eni(&AttachEniRequest::new(&eni.id, DEFAULT_INSTANCE))
         .await
         .unwrap();
-    let opts = WaitOptions::fixed(Duration::from_millis(50), Duration::from_secs(2));
-    let back = cloud
-        .wait_eni(&eni.id, &WaitTarget::Detached, &opts)
+    let opts = WaitOptions::fixed(Duration::from_millis(20), Duration::from_secs(60));
+    let start = tokio::time::Instant::now();
+    let err = cloud
+        .wait_eni(
+            &eni.id,
+            &WaitTarget::AttachedTo(DEFAULT_INSTANCE.into()),
+            &opts,
+        )
         .await
-        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, cnikit_cloud_api::Error::StatusRegressed { .. }),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::InvalidState);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "no wait for the deadline"
+    );
+    assert!(cloud.eni(&eni.id).unwrap().attachment.is_none());
+    // Attaching again works.
+    cloud
+        .attach_eni(&AttachEniRequest::new(&eni.id, DEFAULT_INSTANCE))
+        .await
         .unwrap();
-    assert!(back.attachment.is_none());
+    cloud
+        .wait_eni(
+            &eni.id,
+            &WaitTarget::AttachedTo(DEFAULT_INSTANCE.into()),
+            &opts,
+        )
+        .await
+        .unwrap();
 }
 
 /// Same seed and same call sequence: same ids, same fault decisions.

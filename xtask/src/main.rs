@@ -6,9 +6,12 @@
 //!   a fresh build instead of replacing it.
 //! - `ebpf-toolchain`: only install / verify the eBPF toolchain.
 //! - `sweep`: remove network namespaces left behind by killed test runs.
+//! - `vmtest [6.1|6.12|all]`: run the VM test targets inside qemu on Debian kernels (default all).
 
+mod cpio;
 mod ebpf;
 mod sweep;
+mod vmtest;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -18,7 +21,8 @@ fn usage() -> ExitCode {
          tasks:\n  \
          build-ebpf [--check]   build the eBPF object (and with --check, fail if the shipped one is stale)\n  \
          ebpf-toolchain         install/verify nightly rust-src and bpf-linker\n  \
-         sweep                  remove leftover cnikit test namespaces of dead runs"
+         sweep                  remove leftover cnikit test namespaces of dead runs\n  \
+         vmtest [6.1|6.12|all]  run the VM test targets in qemu on Debian kernels (default: all)"
     );
     ExitCode::from(2)
 }
@@ -41,6 +45,10 @@ fn main() -> ExitCode {
         ["build-ebpf", "--check"] => ebpf::build(&workspace_root(), true),
         ["ebpf-toolchain"] => ebpf::ensure_toolchain().map(|_| ()),
         ["sweep"] => sweep::run(),
+        ["vmtest"] => vmtest::Kernel::parse("all").and_then(|k| vmtest::run(&workspace_root(), &k)),
+        ["vmtest", which] => {
+            vmtest::Kernel::parse(which).and_then(|k| vmtest::run(&workspace_root(), &k))
+        }
         _ => return usage(),
     };
     match result {

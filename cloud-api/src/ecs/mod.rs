@@ -1,6 +1,11 @@
-//! Alibaba Cloud ECS: the RPC actions, error codes and (soon) the client.
+//! Alibaba Cloud ECS: the client ([`EcsClient`]), the signer, the RPC actions and error codes.
 
 mod action;
+mod client;
 pub mod codes;
 
 pub use action::{Action, ECS_VERSION, VPC_VERSION};
+pub use client::{EcsClient, EcsConfig, Endpoint, RetryPolicy};
+pub(crate) mod params;
+pub mod signer;
+pub(crate) mod wire;

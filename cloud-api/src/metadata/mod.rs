@@ -1,6 +1,6 @@
 //! Instance metadata: who am I, where am I, and what my ENIs look like from the inside.
 //!
-//! [`InstanceMetadata`] is the seam; `ImdsClient` reads the Alibaba metadata service
+//! [`InstanceMetadata`] is the seam; [`ImdsClient`] reads the Alibaba metadata service
 //! (`http://100.100.100.200/latest/`, hardened "token" mode), and the simulator serves the
 //! same paths.
 
@@ -14,6 +14,10 @@ use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+
+mod imds;
+
+pub use imds::{ImdsClient, ImdsConfig, TOKEN_HEADER, TOKEN_TTL_HEADER, TokenMode};
 
 /// One ENI as the instance sees it, keyed by MAC.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

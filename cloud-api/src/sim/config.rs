@@ -278,6 +278,47 @@ pub struct MetadataConfig {
     pub sts_ttl: Duration,
     /// Refuse metadata reads without a token (`HttpTokens=required`).
     pub token_required: bool,
+    /// Delay of every metadata answer.
+    #[serde(rename = "latency_ms", with = "millis")]
+    pub latency: Duration,
+    /// Canned answers replacing the real ones (tried in order; the first with hits left wins).
+    pub faults: Vec<MetadataFault>,
+}
+
+/// A canned metadata answer: `status` and `body` for paths under `path_prefix`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetadataFault {
+    /// Paths it applies to, relative to `/latest/` (`""` = every path, `api/token` included).
+    #[serde(default)]
+    pub path_prefix: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    #[serde(default)]
+    pub body: String,
+    /// How many requests it answers; `None` = all.
+    #[serde(default)]
+    pub times: Option<u64>,
+}
+
+impl MetadataFault {
+    /// Answers `status`/`body` for paths under `path_prefix`, `times` times.
+    #[must_use]
+    pub fn new(
+        path_prefix: impl Into<String>,
+        status: u16,
+        body: impl Into<String>,
+        times: Option<u64>,
+    ) -> Self {
+        Self {
+            path_prefix: path_prefix.into(),
+            status,
+            body: body.into(),
+            times,
+        }
+    }
 }
 
 impl Default for MetadataConfig {
@@ -287,6 +328,8 @@ impl Default for MetadataConfig {
             ram_role: Some("cnikit-sim-role".to_owned()),
             sts_ttl: Duration::from_secs(3600),
             token_required: false,
+            latency: Duration::ZERO,
+            faults: Vec::new(),
         }
     }
 }

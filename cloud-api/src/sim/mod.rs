@@ -8,7 +8,7 @@
 //! 1. in process: [`SimCloud`] implements [`CloudProvider`] directly (fast enough for pool
 //!    property tests and benches), and [`SimMetadata`] implements
 //!    [`crate::metadata::InstanceMetadata`];
-//! 2. over HTTP: the `ecs-sim` binary speaks the real RPC protocol, verifying
+//! 2. over HTTP: [`HttpSim`] / [`serve`] (and the `ecs-sim` binary) speak the real RPC protocol, verifying
 //!    signatures, plus the metadata service under `/latest/`.
 //!
 //! ```
@@ -37,15 +37,17 @@ use tokio::time::Instant;
 
 mod config;
 mod faults;
+mod http;
 mod state;
 
 pub use config::{
     DEFAULT_INSTANCE, DEFAULT_SECURITY_GROUP, DEFAULT_VPC, DEFAULT_VSWITCH, DEFAULT_VSWITCH_B,
     DEFAULT_VSWITCH_TINY, DEFAULT_ZONE, InstanceSpec, InstanceTypeSpec, LatencyConfig,
-    MetadataConfig, QuotaConfig, SecurityGroupSpec, SimConfig, ThrottleConfig, VSwitchSpec,
-    VpcSpec,
+    MetadataConfig, MetadataFault, QuotaConfig, SecurityGroupSpec, SimConfig, ThrottleConfig,
+    VSwitchSpec, VpcSpec,
 };
 pub use faults::{Fault, FaultRule, GarbageKind};
+pub use http::{AccessKey, HttpSim, HttpSimConfig, serve};
 
 use self::{
     faults::ArmedRule,
@@ -172,7 +174,6 @@ struct Inner {
 /// A successful simulated call.
 #[derive(Debug)]
 pub(crate) struct Served<T> {
-    #[expect(dead_code, reason = "used by the HTTP simulator (next commit)")]
     pub(crate) request_id: String,
     pub(crate) value: T,
 }
@@ -377,7 +378,7 @@ impl SimCloud {
         }
     }
 
-    fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+    pub(crate) fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         let mut st = lock(&self.inner.state);
         st.settle(Instant::now());
         f(&mut st)
@@ -499,7 +500,6 @@ impl SimCloud {
         }
     }
 
-    #[expect(dead_code, reason = "used by the HTTP simulator (next commit)")]
     pub(crate) fn region_id(&self) -> String {
         lock(&self.inner.state).region_id.clone()
     }

@@ -1171,7 +1171,6 @@ impl State {
     }
 
     /// Instance types by id (all when `ids` is empty), sorted by id.
-    #[expect(dead_code, reason = "used by the HTTP simulator (next commit)")]
     pub(crate) fn instance_types(&self, ids: &[String]) -> Vec<InstanceTypeSpec> {
         self.instance_types
             .values()
