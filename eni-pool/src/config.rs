@@ -150,6 +150,10 @@ pub struct PoolConfig {
     /// An ENI still not attached after this is given up and deleted. Default 120 s.
     #[serde(with = "humantime_serde")]
     pub attach_timeout: Duration,
+    /// How long start-up keeps retrying throttled or transient cloud errors before it fails.
+    /// Default 2 min.
+    #[serde(with = "humantime_serde")]
+    pub start_timeout: Duration,
     /// First retry delay after a throttled or transient cloud error (doubles, with jitter).
     /// Default 500 ms.
     #[serde(with = "humantime_serde")]
@@ -225,6 +229,7 @@ impl Default for PoolConfig {
             attach_poll_initial: Duration::from_secs(2),
             attach_poll_max: Duration::from_secs(2),
             attach_timeout: Duration::from_secs(120),
+            start_timeout: Duration::from_secs(120),
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             retry_attempts: 4,

@@ -67,30 +67,75 @@ impl Shared {
         self.stopped.load(Ordering::Acquire)
     }
 
-    /// Calls `f` until it succeeds, a non-retryable error comes, or the attempts run out;
-    /// waits a jittered, growing delay between attempts (twice as long after throttling).
-    pub(crate) async fn retry<T, F, Fut>(&self, what: &str, mut f: F) -> cnikit_cloud_api::Result<T>
+    /// Calls `f` with the engine's retry policy (see [`retry_call`]).
+    pub(crate) async fn retry<T, F, Fut>(&self, what: &str, f: F) -> cnikit_cloud_api::Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = cnikit_cloud_api::Result<T>>,
     {
-        let backoff = Backoff::new(self.cfg.retry_base, 2.0, self.cfg.retry_max, 0.5);
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && attempt + 1 < self.cfg.retry_attempts => {
-                    let unit = self.lock().rng.f64();
-                    let mut delay = backoff.delay(attempt, unit);
-                    if e.kind() == ErrorKind::Throttled {
-                        delay = (delay * 2).min(self.cfg.retry_max);
-                    }
-                    tracing::debug!(what, attempt, error = %e, ?delay, "cloud call failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
+        let limit = RetryLimit::Attempts(self.cfg.retry_attempts);
+        retry_call(&self.cfg, || self.lock().rng.f64(), limit, what, f).await
+    }
+
+    /// Like [`Shared::retry`], but keeps trying retryable errors until `start_timeout`
+    /// (start-up must not give up on a transient error).
+    pub(crate) async fn retry_patiently<T, F, Fut>(
+        &self,
+        what: &str,
+        f: F,
+    ) -> cnikit_cloud_api::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = cnikit_cloud_api::Result<T>>,
+    {
+        let limit = RetryLimit::Until(Instant::now() + self.cfg.start_timeout);
+        retry_call(&self.cfg, || self.lock().rng.f64(), limit, what, f).await
+    }
+}
+
+/// How long [`retry_call`] keeps trying.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RetryLimit {
+    /// This many attempts in all.
+    Attempts(u32),
+    /// Until this instant.
+    Until(Instant),
+}
+
+/// Calls `f` until it succeeds, a non-retryable error comes, or `limit` is reached; waits a
+/// jittered, growing delay between attempts (twice as long after throttling).
+pub(crate) async fn retry_call<T, F, Fut>(
+    cfg: &PoolConfig,
+    mut unit: impl FnMut() -> f64,
+    limit: RetryLimit,
+    what: &str,
+    mut f: F,
+) -> cnikit_cloud_api::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = cnikit_cloud_api::Result<T>>,
+{
+    let backoff = Backoff::new(cfg.retry_base, 2.0, cfg.retry_max, 0.5);
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if e.is_retryable() => {
+                let mut delay = backoff.delay(attempt, unit());
+                if e.kind() == ErrorKind::Throttled {
+                    delay = (delay * 2).min(cfg.retry_max);
                 }
-                Err(e) => return Err(e),
+                let more = match limit {
+                    RetryLimit::Attempts(n) => attempt + 1 < n,
+                    RetryLimit::Until(t) => Instant::now() + delay < t,
+                };
+                if !more {
+                    return Err(e);
+                }
+                tracing::debug!(what, attempt, error = %e, ?delay, "cloud call failed; retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
             }
+            other => return other,
         }
     }
 }

@@ -129,6 +129,9 @@ pub struct EniGauges {
     pub attaching: u32,
     /// Being detached or deleted.
     pub releasing: u32,
+    /// Detached ENIs of this pool that no slot accounts for (left by a crash), to be deleted
+    /// after the leak grace period.
+    pub orphans: u32,
 }
 
 /// A point-in-time view of the pool.

@@ -2,7 +2,6 @@
 
 use std::{
     collections::BTreeMap,
-    future::Future,
     sync::{Arc, Mutex, PoisonError, atomic::AtomicBool},
 };
 
@@ -17,7 +16,7 @@ use tracing::Instrument;
 use crate::{
     allocation::Allocation,
     config::{Capacity, IpStack, PoolConfig},
-    engine::{self, Shared},
+    engine::{self, RetryLimit, Shared, retry_call},
     error::{Blocker, Error, Result},
     liveness::{Liveness, NoLiveness},
     metered::Metered,
@@ -85,28 +84,30 @@ impl PoolBuilder {
             inner: cloud,
             counters: counters.clone(),
         });
-        let retry = RetryOnly { cfg: &cfg };
-        let limits = retry
-            .run(|| cloud.instance_limits(&cfg.instance_type))
-            .await
-            .map_err(|e| match e.kind() {
-                cnikit_cloud_api::ErrorKind::NotFound => {
-                    Error::Config(format!("instance type {}: {e}", cfg.instance_type))
-                }
-                _ => Error::cloud(format!("limits of {}", cfg.instance_type), e),
-            })?;
+        let patient = || RetryLimit::Until(Instant::now() + cfg.start_timeout);
+        let limits = retry_call(&cfg, fastrand::f64, patient(), "instance limits", || {
+            cloud.instance_limits(&cfg.instance_type)
+        })
+        .await
+        .map_err(|e| match e.kind() {
+            cnikit_cloud_api::ErrorKind::NotFound => {
+                Error::Config(format!("instance type {}: {e}", cfg.instance_type))
+            }
+            _ => Error::cloud(format!("limits of {}", cfg.instance_type), e),
+        })?;
         let cap = cfg.capacity(&limits)?;
         let mut subnets = BTreeMap::new();
         for vsw in &cfg.vswitches {
-            let s = retry
-                .run(|| cloud.describe_subnet(vsw))
-                .await
-                .map_err(|e| match e.kind() {
-                    cnikit_cloud_api::ErrorKind::NotFound => {
-                        Error::Config(format!("vSwitch {vsw}: {e}"))
-                    }
-                    _ => Error::cloud(format!("describe vSwitch {vsw}"), e),
-                })?;
+            let s = retry_call(&cfg, fastrand::f64, patient(), "describe vSwitch", || {
+                cloud.describe_subnet(vsw)
+            })
+            .await
+            .map_err(|e| match e.kind() {
+                cnikit_cloud_api::ErrorKind::NotFound => {
+                    Error::Config(format!("vSwitch {vsw}: {e}"))
+                }
+                _ => Error::cloud(format!("describe vSwitch {vsw}"), e),
+            })?;
             let cidr = s
                 .ipv4_cidr
                 .ok_or_else(|| Error::Config(format!("vSwitch {vsw} has no IPv4 CIDR")))?;
@@ -158,32 +159,6 @@ impl PoolBuilder {
                 capacity: cap,
             }),
         })
-    }
-}
-
-/// Retries with the pool's policy before the engine exists.
-struct RetryOnly<'a> {
-    cfg: &'a PoolConfig,
-}
-
-impl RetryOnly<'_> {
-    async fn run<T, F, Fut>(&self, mut f: F) -> cnikit_cloud_api::Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = cnikit_cloud_api::Result<T>>,
-    {
-        let backoff =
-            cnikit_cloud_api::Backoff::new(self.cfg.retry_base, 2.0, self.cfg.retry_max, 0.5);
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Err(e) if e.is_retryable() && attempt + 1 < self.cfg.retry_attempts => {
-                    tokio::time::sleep(backoff.delay(attempt, fastrand::f64())).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
     }
 }
 

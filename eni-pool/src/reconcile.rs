@@ -75,23 +75,27 @@ impl GcReport {
 
 /// Every ENI of this pool for this instance (any status), plus the primary ENI when the pool
 /// uses it.
-async fn fetch_view(shared: &Shared) -> cnikit_cloud_api::Result<Vec<Eni>> {
+async fn fetch_view(shared: &Shared, patient: bool) -> cnikit_cloud_api::Result<Vec<Eni>> {
     let cfg = &shared.cfg;
     let mut filter = EniFilter::tag(tags::POOL, cfg.pool_name.clone());
     filter
         .tags
         .insert(tags::INSTANCE.to_owned(), cfg.instance_id.clone());
-    let mut enis = shared
-        .retry("list the pool's ENIs", || {
-            shared.cloud.describe_enis(&filter)
-        })
-        .await?;
+    let list = || shared.cloud.describe_enis(&filter);
+    let mut enis = if patient {
+        shared.retry_patiently("list the pool's ENIs", list).await?
+    } else {
+        shared.retry("list the pool's ENIs", list).await?
+    };
     if cfg.use_primary_eni {
-        let attached = shared
-            .retry("list the instance's ENIs", || {
-                shared.cloud.list_instance_enis(&cfg.instance_id)
-            })
-            .await?;
+        let list = || shared.cloud.list_instance_enis(&cfg.instance_id);
+        let attached = if patient {
+            shared
+                .retry_patiently("list the instance's ENIs", list)
+                .await?
+        } else {
+            shared.retry("list the instance's ENIs", list).await?
+        };
         enis.extend(attached.into_iter().filter(|e| e.kind == EniKind::Primary));
     }
     Ok(enis)
@@ -172,7 +176,7 @@ pub(crate) async fn start(shared: &Arc<Shared>) -> Result<StartReport> {
         .load()
         .await
         .map_err(|e| Error::store("load records", e))?;
-    let view = fetch_view(shared)
+    let view = fetch_view(shared, true)
         .await
         .map_err(|e| Error::cloud("list this pool's ENIs", e))?;
     let now = Instant::now();
@@ -314,7 +318,7 @@ pub(crate) async fn gc(shared: &Arc<Shared>) -> GcReport {
         .iter()
         .map(|(id, s)| (id.clone(), s.epoch))
         .collect();
-    match fetch_view(shared).await {
+    match fetch_view(shared, false).await {
         Ok(view) => shared.lock().sync_with_cloud(&view, &epochs, &mut report),
         Err(e) => report.errors.push(format!("listing this pool's ENIs: {e}")),
     }

@@ -701,11 +701,13 @@ impl PoolState {
         };
         let role = slot.role;
         let mut cooling = Vec::new();
+        let mut removed = false;
         for ip in ips {
-            if let Some(unit) = slot.units.remove(ip)
-                && let UnitState::Cooling { until } = unit.state
-            {
-                cooling.push((until, *ip));
+            if let Some(unit) = slot.units.remove(ip) {
+                removed = true;
+                if let UnitState::Cooling { until } = unit.state {
+                    cooling.push((until, *ip));
+                }
             }
         }
         slot.idle.retain(|ip| !ips.contains(ip));
@@ -722,7 +724,7 @@ impl PoolState {
             };
             self.cooling.remove(&(until, res));
         }
-        if role == Role::Exclusive {
+        if role == Role::Exclusive && removed {
             self.idle_exclusive.retain(|id| id != eni_id);
         }
     }
@@ -761,6 +763,7 @@ impl PoolState {
             g[0].being_added += slot.in_flight_v4;
         }
         e.attaching += self.creates_in_flight;
+        e.orphans = u32::try_from(self.orphans.len()).unwrap_or(u32::MAX);
         for kind in KINDS {
             let k = ki(kind);
             g[k].being_added += self.creating[k];

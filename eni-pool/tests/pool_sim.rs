@@ -585,3 +585,28 @@ async fn invalid_configurations_are_rejected_at_construction() {
         Error::InvalidRequest(_)
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cooled_exclusive_eni_is_reused() {
+    let mut cfg = config();
+    cfg.shared = Watermarks::new(0, 0);
+    cfg.exclusive = Watermarks::new(0, 1);
+    let h = harness(cfg).await;
+    let a = h
+        .pool
+        .allocate(&AllocateRequest::exclusive_eni(pod(1)))
+        .await
+        .unwrap();
+    h.pool.release(&pod(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let m = h.pool.metrics();
+    assert_eq!((m.exclusive.idle, m.exclusive.cooling), (1, 0), "{m:?}");
+    let before = h.sim.total_calls();
+    let b = h
+        .pool
+        .allocate(&AllocateRequest::exclusive_eni(pod(2)))
+        .await
+        .unwrap();
+    assert_eq!(a.eni_id, b.eni_id);
+    assert_eq!(h.sim.total_calls(), before);
+}
