@@ -144,6 +144,11 @@ pub struct PoolConfig {
     /// Delay before the first look at an attaching ENI (a typical attach time). Default 2 s.
     #[serde(with = "humantime_serde")]
     pub attach_poll_initial: Duration,
+    /// Attach polls due within this window of the first one are made together, at the latest
+    /// of them: one describe call for ENIs attached at nearly the same time (a burst), at the
+    /// cost of up to this much delay for the earliest. Default 500 ms.
+    #[serde(with = "humantime_serde")]
+    pub attach_poll_batch: Duration,
     /// Longest delay between later looks. Default 2 s.
     #[serde(with = "humantime_serde")]
     pub attach_poll_max: Duration,
@@ -227,6 +232,7 @@ impl Default for PoolConfig {
             max_ips_per_unassign: 10,
             max_parallel_creates: 8,
             attach_poll_initial: Duration::from_secs(2),
+            attach_poll_batch: Duration::from_millis(500),
             attach_poll_max: Duration::from_secs(2),
             attach_timeout: Duration::from_secs(120),
             start_timeout: Duration::from_secs(120),

@@ -1,10 +1,7 @@
 //! Deciding what to ask the cloud for: demand, pre-warm, release above the high watermark,
 //! attach polls, leaked ENIs. Pure functions of the model; the engine runs the operations.
 
-use std::{
-    net::{Ipv4Addr, Ipv6Addr},
-    time::Duration,
-};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use cnikit_cloud_api::ErrorKind;
 use tokio::time::Instant;
@@ -19,9 +16,6 @@ use crate::{
 
 /// IPv6 addresses ECS assigns to an unattached ENI, at most.
 const MAX_IPV6_AT_CREATE: u32 = 10;
-/// Attach polls due within this window of the first one are made with it (one describe call
-/// for ENIs attached at nearly the same time).
-const POLL_COALESCE: Duration = Duration::from_millis(250);
 
 /// One piece of work for the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,8 +203,8 @@ impl PoolState {
         }
     }
 
-    /// When the next attach poll is due (polls within [`POLL_COALESCE`] of the first one are
-    /// made together, at the latest of them).
+    /// When the next attach poll is due (polls within `attach_poll_batch` of the first one
+    /// are made together, at the latest of them).
     fn poll_due(&self) -> Option<Instant> {
         let due: Vec<Instant> = self
             .enis
@@ -221,9 +215,8 @@ impl PoolState {
             })
             .collect();
         let first = *due.iter().min()?;
-        due.into_iter()
-            .filter(|t| *t <= first + POLL_COALESCE)
-            .max()
+        let window = self.cfg.attach_poll_batch;
+        due.into_iter().filter(|t| *t <= first + window).max()
     }
 
     fn plan_polls(&mut self, now: Instant, ops: &mut Vec<Op>) {
@@ -654,6 +647,8 @@ impl PoolState {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::{
         config::PoolConfig,

@@ -156,6 +156,8 @@ fn crash_child() {
         .enable_all()
         .build()
         .unwrap();
+    // End libtest's `test crash_child ... ` line: every line of ours starts clean.
+    println!();
     rt.block_on(async move {
         let keys = read_keys(&dir.join("keys"));
         let pool = Pool::builder(pool_config())
@@ -217,7 +219,16 @@ struct Model {
 
 impl Model {
     fn apply(&mut self, line: &str, cycle: usize) {
-        let mut parts = line.split_whitespace();
+        // libtest prints `test crash_child ... ` without a newline before the child's first
+        // line: start at the marker wherever it is.
+        let Some(start) = ["ACK_ALLOC ", "BEGIN_RELEASE ", "ACK_RELEASE "]
+            .iter()
+            .filter_map(|m| line.find(m))
+            .min()
+        else {
+            return;
+        };
+        let mut parts = line[start..].split_whitespace();
         let (Some(what), Some(key)) = (parts.next(), parts.next().and_then(parse_key)) else {
             return;
         };
@@ -324,6 +335,13 @@ async fn crash_cycles() {
         });
         assert!(dead, "child survived SIGKILL");
         let output = child.output();
+        if let Ok(keep) = std::env::var("CNIKIT_POOL_CRASH_KEEP") {
+            fs::write(
+                Path::new(&keep).join(format!("cycle-{cycle:02}.log")),
+                &output,
+            )
+            .unwrap();
+        }
         assert!(
             !output.contains("panicked"),
             "cycle {cycle}: child panicked:\n{output}"
