@@ -76,3 +76,8 @@ pub use pod::{AllocateRequest, PodKey, ResourceKind};
 pub use pool::{Pool, PoolBuilder};
 pub use reconcile::{GcReport, StartReport};
 pub use store::{FileStore, MemoryStore, RecordStore};
+
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -525,8 +525,133 @@ fn exhausted(shared: &Shared, pod: &PodKey, kind: ResourceKind, started: Instant
     }
 }
 
-/// Makes a reserved allocation durable, in a task of its own so that a caller giving up
-/// cannot leave the record and the model disagreeing.
+/// What to do to the model once a commit is known to have succeeded or failed.
+enum Finish {
+    /// A reserved unit's binding.
+    Allocation {
+        alloc: Box<Allocation>,
+        from_idle: bool,
+    },
+    /// A bound unit's release; `cool` tells whether a cooling record was written.
+    Release {
+        alloc: Arc<Allocation>,
+        bound_at: u64,
+        cool: bool,
+    },
+}
+
+impl Finish {
+    /// Applies the outcome of the commit to the model and wakes whoever waits on the pod.
+    fn apply(
+        self,
+        shared: &Shared,
+        notify: &Notify,
+        result: std::result::Result<(), crate::store::StoreError>,
+    ) -> Result<Option<Allocation>> {
+        let mut st = shared.lock();
+        let mut wake = false;
+        let out = match (self, result) {
+            (Self::Allocation { alloc, from_idle }, Ok(())) => {
+                st.bind(&alloc.resource(), &alloc.pod);
+                st.pods.insert(
+                    alloc.pod.clone(),
+                    PodEntry::Bound(Arc::new((*alloc).clone()), now_ms()),
+                );
+                if from_idle {
+                    Counters::bump(&shared.counters.from_idle);
+                }
+                Ok(Some(*alloc))
+            }
+            (Self::Allocation { alloc, .. }, Err(e)) => {
+                st.unreserve(&alloc.resource());
+                st.pods.remove(&alloc.pod);
+                st.serve_waiters();
+                Err(Error::store(format!("allocate {}", alloc.pod), e))
+            }
+            (Self::Release { alloc, cool, .. }, Ok(())) => {
+                let cooldown = shared.cfg.cooldown;
+                st.unbind(&alloc.resource(), cool.then(|| Instant::now() + cooldown));
+                st.pods.remove(&alloc.pod);
+                st.serve_waiters();
+                // The engine must look again only when this changes its next timer (the first
+                // cool-down) or idle is now above the high watermark.
+                let high = match alloc.kind {
+                    ResourceKind::SharedIp => shared.cfg.shared.max_idle,
+                    ResourceKind::ExclusiveEni => shared.cfg.exclusive.max_idle,
+                };
+                wake = if cool {
+                    st.cooling.len() == 1
+                } else {
+                    st.idle(alloc.kind) > high
+                };
+                Counters::bump(&shared.counters.releases);
+                Ok(Some((*alloc).clone()))
+            }
+            (
+                Self::Release {
+                    alloc, bound_at, ..
+                },
+                Err(e),
+            ) => {
+                let pod = alloc.pod.clone();
+                st.pods
+                    .insert(pod.clone(), PodEntry::Bound(alloc, bound_at));
+                Err(Error::store(format!("release {pod}"), e))
+            }
+        };
+        drop(st);
+        notify.notify_waiters();
+        if wake {
+            shared.wake(false);
+        }
+        out
+    }
+}
+
+/// Keeps the model and the records in step when the caller gives up (drops the future) in
+/// the middle of a commit: the commit may land or not, so the guard makes it again (every
+/// change is idempotent) in a task of its own and applies the outcome.
+struct CommitGuard {
+    shared: Arc<Shared>,
+    notify: Arc<Notify>,
+    armed: Option<(Vec<Change>, Finish)>,
+}
+
+impl Drop for CommitGuard {
+    fn drop(&mut self) {
+        let Some((changes, finish)) = self.armed.take() else {
+            return;
+        };
+        let (shared, notify) = (self.shared.clone(), self.notify.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let result = shared.store.commit(changes).await;
+                if let Err(e) = finish.apply(&shared, &notify, result) {
+                    tracing::warn!(error = %e, "finishing an abandoned commit failed");
+                }
+            });
+        }
+    }
+}
+
+/// Commits `changes`, then applies `finish`; safe against the caller giving up midway.
+async fn commit_then(
+    shared: &Arc<Shared>,
+    notify: Arc<Notify>,
+    changes: Vec<Change>,
+    finish: Finish,
+) -> Result<Option<Allocation>> {
+    let mut guard = CommitGuard {
+        shared: shared.clone(),
+        notify,
+        armed: Some((changes.clone(), finish)),
+    };
+    let result = shared.store.commit(changes).await;
+    let (_, finish) = guard.armed.take().expect("armed until here");
+    finish.apply(shared, &guard.notify, result)
+}
+
+/// Makes a reserved allocation durable, then binds it.
 async fn commit_allocation(
     shared: &Arc<Shared>,
     alloc: Allocation,
@@ -534,46 +659,25 @@ async fn commit_allocation(
     remove_cooling: bool,
     from_idle: bool,
 ) -> Result<Allocation> {
-    let shared = shared.clone();
-    let task = tokio::spawn(async move {
-        let res = alloc.resource();
-        let mut changes = vec![Change::PutBinding(BindingRecord::new(
-            alloc.clone(),
-            now_ms(),
-        ))];
-        if remove_cooling {
-            changes.push(Change::RemoveCooling(res.clone()));
-        }
-        let result = shared.store.commit(changes).await;
-        let mut st = shared.lock();
-        let out = match result {
-            Ok(()) => {
-                st.bind(&res, &alloc.pod);
-                st.pods.insert(
-                    alloc.pod.clone(),
-                    PodEntry::Bound(Arc::new(alloc.clone()), now_ms()),
-                );
-                if from_idle {
-                    Counters::bump(&shared.counters.from_idle);
-                }
-                Ok(alloc)
-            }
-            Err(e) => {
-                st.unreserve(&res);
-                st.pods.remove(&alloc.pod);
-                st.serve_waiters();
-                Err(Error::store(format!("allocate {}", alloc.pod), e))
-            }
-        };
-        notify.notify_waiters();
-        out
-    });
-    task.await.unwrap_or_else(|e| {
-        Err(Error::Store {
-            operation: "allocate".into(),
-            source: crate::store::StoreError::Poisoned(format!("commit task failed: {e}")),
-        })
-    })
+    let res = alloc.resource();
+    let mut changes = vec![Change::PutBinding(BindingRecord::new(
+        alloc.clone(),
+        now_ms(),
+    ))];
+    if remove_cooling {
+        changes.push(Change::RemoveCooling(res));
+    }
+    let done = commit_then(
+        shared,
+        notify,
+        changes,
+        Finish::Allocation {
+            alloc: Box::new(alloc),
+            from_idle,
+        },
+    )
+    .await?;
+    Ok(done.expect("a successful allocation commit yields the allocation"))
 }
 
 /// Releases a pod's resource; shared by [`Pool::release`] and GC.
@@ -608,47 +712,20 @@ pub(crate) async fn release(shared: &Arc<Shared>, pod: &PodKey) -> Result<Option
             }
             First::Release(a, at, n) => (a, at, n),
         };
-        let shared2 = shared.clone();
-        let pod2 = pod.clone();
-        let task = tokio::spawn(async move {
-            let res = alloc.resource();
-            let cooldown = shared2.cfg.cooldown;
-            let exists = shared2.lock().unit_state(&res).is_some();
-            let mut changes = vec![Change::RemoveBinding(pod2.clone())];
-            let cool = !cooldown.is_zero() && exists;
-            if cool {
-                let until_ms = now_ms()
-                    .saturating_add(u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX));
-                changes.push(Change::PutCooling(CoolingRecord::new(
-                    res.clone(),
-                    until_ms,
-                )));
-            }
-            let result = shared2.store.commit(changes).await;
-            let mut st = shared2.lock();
-            let out = match result {
-                Ok(()) => {
-                    st.unbind(&res, cool.then(|| Instant::now() + cooldown));
-                    st.pods.remove(&pod2);
-                    st.serve_waiters();
-                    Counters::bump(&shared2.counters.releases);
-                    Ok(Some((*alloc).clone()))
-                }
-                Err(e) => {
-                    st.pods.insert(pod2.clone(), PodEntry::Bound(alloc, at));
-                    Err(Error::store(format!("release {pod2}"), e))
-                }
-            };
-            notify.notify_waiters();
-            drop(st);
-            shared2.wake(false);
-            out
-        });
-        return task.await.unwrap_or_else(|e| {
-            Err(Error::Store {
-                operation: "release".into(),
-                source: crate::store::StoreError::Poisoned(format!("release task failed: {e}")),
-            })
-        });
+        let res = alloc.resource();
+        let cooldown = shared.cfg.cooldown;
+        let cool = !cooldown.is_zero() && shared.lock().unit_state(&res).is_some();
+        let mut changes = vec![Change::RemoveBinding(pod.clone())];
+        if cool {
+            let until_ms =
+                now_ms().saturating_add(u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX));
+            changes.push(Change::PutCooling(CoolingRecord::new(res, until_ms)));
+        }
+        let finish = Finish::Release {
+            alloc,
+            bound_at: at,
+            cool,
+        };
+        return commit_then(shared, notify, changes, finish).await;
     }
 }

@@ -36,8 +36,8 @@ use cnikit_cloud_api::{
     },
 };
 use cnikit_eni_pool::{
-    AllocateRequest, FileStore, Liveness, LivenessError, PodKey, PodLiveness, Pool, PoolConfig,
-    Watermarks, tags,
+    AllocateRequest, FileStore, LivePodSet, Liveness, LivenessError, PodKey, PodLiveness, Pool,
+    PoolConfig, Watermarks, tags,
 };
 use cnikit_test_support::process::ExternalProcess;
 use nix::sys::signal::Signal;
@@ -106,18 +106,12 @@ struct FileLiveness(PathBuf);
 #[async_trait]
 impl Liveness for FileLiveness {
     async fn check(&self, pods: &[PodKey]) -> Result<Vec<PodLiveness>, LivenessError> {
-        let text = fs::read_to_string(&self.0).map_err(|e| LivenessError(e.to_string()))?;
-        let alive: BTreeSet<PodKey> = text.lines().filter_map(parse_key).collect();
-        Ok(pods
-            .iter()
-            .map(|p| {
-                if alive.contains(p) {
-                    PodLiveness::Alive
-                } else {
-                    PodLiveness::Gone
-                }
-            })
-            .collect())
+        fs::metadata(&self.0).map_err(|e| LivenessError(e.to_string()))?;
+        let alive = LivePodSet::new();
+        for k in read_keys(&self.0) {
+            alive.insert(k);
+        }
+        alive.check(pods).await
     }
 }
 

@@ -51,14 +51,15 @@ const MAX_BATCH: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FileStoreOptions {
-    /// Journal commits after which the journal is folded into a new snapshot. Default 16384.
+    /// Journal commits after which the journal is folded into a new snapshot (a journal of
+    /// about 25 MiB, replayed in well under a second at start). Default 65536.
     pub compact_after: usize,
 }
 
 impl Default for FileStoreOptions {
     fn default() -> Self {
         Self {
-            compact_after: 16_384,
+            compact_after: 65_536,
         }
     }
 }
@@ -87,7 +88,13 @@ struct JournalHeader {
 }
 
 enum Request {
-    Commit(Vec<Change>, oneshot::Sender<Result<(), StoreError>>),
+    /// The changes, their journal line (encoded by the caller, off the writer's path), and
+    /// where to answer.
+    Commit(
+        Vec<Change>,
+        Vec<u8>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
     Load(oneshot::Sender<Result<Records, StoreError>>),
 }
 
@@ -322,13 +329,15 @@ impl Writer {
         Ok(())
     }
 
-    fn append(&mut self, commits: &[&[Change]], buf: &mut Vec<u8>) -> Result<(), String> {
+    /// Writes the lines of a batch and syncs them; the image is updated by the caller once
+    /// the batch is answered.
+    fn append(&mut self, lines: &[&[u8]], buf: &mut Vec<u8>) -> Result<(), String> {
         if let Some(why) = &self.poisoned {
             return Err(why.clone());
         }
         buf.clear();
-        for changes in commits {
-            encode_line(changes, buf);
+        for line in lines {
+            buf.extend_from_slice(line);
         }
         let written = self
             .journal
@@ -347,16 +356,11 @@ impl Writer {
             return Err(why);
         }
         self.journal_len += buf.len() as u64;
-        self.journal_commits += commits.len();
+        self.journal_commits += lines.len();
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         self.counters
             .commits
-            .fetch_add(commits.len() as u64, Ordering::Relaxed);
-        for changes in commits {
-            for c in *changes {
-                self.image.apply(c);
-            }
-        }
+            .fetch_add(lines.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -368,7 +372,7 @@ impl Writer {
             let mut next = Some(first);
             while let Some(r) = next.take() {
                 match r {
-                    Request::Commit(c, tx) => commits.push((c, tx)),
+                    Request::Commit(c, line, tx) => commits.push((c, line, tx)),
                     Request::Load(tx) => loads.push(tx),
                 }
                 if commits.len() < MAX_BATCH {
@@ -376,9 +380,10 @@ impl Writer {
                 }
             }
             if !commits.is_empty() {
-                let slices: Vec<&[Change]> = commits.iter().map(|(c, _)| c.as_slice()).collect();
-                let result = self.append(&slices, &mut buf);
-                for (_, tx) in commits {
+                let lines: Vec<&[u8]> = commits.iter().map(|(_, l, _)| l.as_slice()).collect();
+                let result = self.append(&lines, &mut buf);
+                let mut durable = Vec::with_capacity(commits.len());
+                for (changes, _, tx) in commits {
                     let answer = match &result {
                         Ok(()) => Ok(()),
                         Err(why) => Err(StoreError::Io {
@@ -389,6 +394,13 @@ impl Writer {
                     };
                     // A dropped receiver (caller gave up) is fine: the commit stands.
                     tx.send(answer).ok();
+                    durable.push(changes);
+                }
+                // After answering: the image only serves loads and compaction.
+                if result.is_ok() {
+                    for c in durable.iter().flatten() {
+                        self.image.apply(c);
+                    }
                 }
             }
             for tx in loads {
@@ -533,7 +545,9 @@ impl RecordStore for FileStore {
 
     async fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Request::Commit(changes, tx))?;
+        let mut line = Vec::with_capacity(512);
+        encode_line(&changes, &mut line);
+        self.send(Request::Commit(changes, line, tx))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
