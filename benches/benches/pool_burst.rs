@@ -23,7 +23,7 @@ use cnikit_cloud_api::{
         HttpSimConfig, InstanceSpec, LatencyConfig, SimCloud, SimConfig,
     },
 };
-use cnikit_eni_pool::{AllocateRequest, FileStore, PodKey, Pool, PoolConfig};
+use cnikit_eni_pool::{AllocateRequest, FileStore, PodKey, Pool, PoolConfig, Watermarks};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const PODS: u32 = 110;
@@ -138,6 +138,8 @@ struct Outcome {
     ready: Duration,
     calls: u64,
     failed_calls: u64,
+    /// Calls by action, e.g. `CreateNetworkInterface:4`.
+    by_action: String,
 }
 
 /// One cold node: a fresh cloud, a fresh pool, 110 pods at once.
@@ -167,18 +169,21 @@ async fn burst(faults: bool) -> Outcome {
     .expect("client");
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(FileStore::open(dir.path()).expect("store"));
-    let pool = Pool::builder(PoolConfig::new(
+    // A cold node: nothing pre-warmed (`min_idle` 0, Terway's default `min_pool_size`).
+    let mut config = PoolConfig::new(
         DEFAULT_INSTANCE,
         INSTANCE_TYPE,
         [DEFAULT_VSWITCH],
         [DEFAULT_SECURITY_GROUP],
-    ))
-    .cloud(Arc::new(client) as Arc<dyn CloudProvider>)
-    .store(store)
-    .seed(7)
-    .start()
-    .await
-    .expect("pool");
+    );
+    config.shared = Watermarks::new(0, 10);
+    let pool = Pool::builder(config)
+        .cloud(Arc::new(client) as Arc<dyn CloudProvider>)
+        .store(store)
+        .seed(7)
+        .start()
+        .await
+        .expect("pool");
     // The node has started; the pods arrive before anything was pre-warmed.
     cloud.reset_stats();
     if faults {
@@ -203,12 +208,18 @@ async fn burst(faults: bool) -> Outcome {
     let stats = cloud.stats();
     let calls = stats.values().map(|s| s.calls).sum();
     let failed_calls = stats.values().map(|s| s.failed + s.throttled).sum();
+    let by_action = stats
+        .iter()
+        .map(|(a, s)| format!("{}:{}", a.as_str(), s.calls))
+        .collect::<Vec<_>>()
+        .join(",");
     pool.shutdown().await;
     http.stop().await;
     Outcome {
         ready,
         calls,
         failed_calls,
+        by_action,
     }
 }
 
@@ -247,9 +258,12 @@ fn bench(c: &mut Criterion) {
     for (faults, label) in [(false, "none"), (true, "transient_20pct")] {
         let outcomes: Vec<Outcome> = (0..rounds).map(|_| rt.block_on(burst(faults))).collect();
         let ready = median(outcomes.iter().map(|o| o.ready).collect());
-        let mut calls: Vec<u64> = outcomes.iter().map(|o| o.calls).collect();
+        let mut calls: Vec<(u64, &str)> = outcomes
+            .iter()
+            .map(|o| (o.calls, o.by_action.as_str()))
+            .collect();
         calls.sort_unstable();
-        let calls = calls[calls.len() / 2];
+        let (calls, by_action) = calls[calls.len() / 2];
         let failed = outcomes.iter().map(|o| o.failed_calls).max().unwrap_or(0);
         report(
             "pool_burst",
@@ -269,6 +283,7 @@ fn bench(c: &mut Criterion) {
                     &format!("{:.3}", calls as f64 / f64::from(min_calls)),
                 ),
                 ("failed_calls_max", &failed),
+                ("median_calls_by_action", &by_action),
                 ("rounds", &rounds),
             ],
         );

@@ -133,6 +133,18 @@ impl PoolState {
         need.min(self.capacity_of(kind).saturating_sub(self.total(kind)))
     }
 
+    /// What to ask for once `need` (> 0) forces a cloud call anyway: up to the high watermark
+    /// for shared IPs (a call brings 1 or 10 addresses for the same price, and fewer calls
+    /// follow), exactly `need` for exclusive ENIs (each one is a call).
+    fn want(&self, kind: ResourceKind, need: u32) -> u32 {
+        if need == 0 || kind == ResourceKind::ExclusiveEni {
+            return need;
+        }
+        let w = self.watermarks(kind);
+        let room = self.capacity_of(kind).saturating_sub(self.total(kind));
+        (need + (w.max_idle - w.min_idle)).min(room).max(need)
+    }
+
     /// Not paused, and (as far as the pool knows) not full.
     fn vswitch_usable(&self, vsw: &str, now: Instant) -> bool {
         self.vswitch_paused.get(vsw).is_none_or(|t| *t <= now)
@@ -330,10 +342,14 @@ impl PoolState {
     }
 
     /// Fills ready shared ENIs (fullest first); returns the shared need left for new ENIs.
-    fn plan_assigns(&mut self, now: Instant, ops: &mut Vec<Op>) -> u32 {
-        let mut need = self.need(ResourceKind::SharedIp);
-        if need == 0 {
-            return 0;
+    /// Fills ready shared ENIs (fullest first); returns the shared need and want left for new
+    /// ENIs.
+    fn plan_assigns(&mut self, now: Instant, ops: &mut Vec<Op>) -> (u32, u32) {
+        let need = self.need(ResourceKind::SharedIp);
+        let wanted = self.want(ResourceKind::SharedIp, need);
+        let mut want = wanted;
+        if want == 0 {
+            return (0, 0);
         }
         let mut candidates: Vec<(u32, String)> = self
             .enis
@@ -349,7 +365,7 @@ impl PoolState {
         candidates.sort_by(|a, b| b.cmp(a));
         let dual = self.cfg.ip_stack == IpStack::Dual;
         for (_, id) in candidates {
-            if need == 0 {
+            if want == 0 {
                 break;
             }
             let per_call = self.cfg.max_ips_per_assign;
@@ -360,7 +376,7 @@ impl PoolState {
             let Some(slot) = self.enis.get_mut(&id) else {
                 continue;
             };
-            let n = slot.room().min(per_call).min(need).min(free);
+            let n = slot.room().min(per_call).min(want).min(free);
             if n == 0 {
                 continue;
             }
@@ -368,7 +384,7 @@ impl PoolState {
             slot.busy = true;
             slot.in_flight_v4 += n;
             slot.in_flight_v6 += v6;
-            need -= n;
+            want -= n;
             if let Some(s) = self.subnets.get_mut(&vsw) {
                 s.free = s.free.saturating_sub(u64::from(n));
             }
@@ -378,10 +394,14 @@ impl PoolState {
                 v6,
             });
         }
-        need
+        let assigned = wanted - want;
+        (need.saturating_sub(assigned), want)
     }
 
-    fn plan_creates(&mut self, shared_need: u32, now: Instant, ops: &mut Vec<Op>) {
+    /// Creates ENIs while a need is left: exclusive ones, then shared ones each carrying up to
+    /// `shared_want` addresses.
+    fn plan_creates(&mut self, shared: (u32, u32), now: Instant, ops: &mut Vec<Op>) {
+        let (shared_need, mut shared_want) = shared;
         let mut need = [shared_need, self.need(ResourceKind::ExclusiveEni)];
         if need == [0, 0] || self.create_paused_until.is_some_and(|t| t > now) {
             return;
@@ -403,7 +423,8 @@ impl PoolState {
                 let (role, secondary_v4, units) = match kind {
                     ResourceKind::ExclusiveEni => (Role::Exclusive, 0, 1),
                     ResourceKind::SharedIp => {
-                        let units = need[k]
+                        let units = shared_want
+                            .max(need[k])
                             .min(per_eni)
                             .min(self.subnet_free(&vswitch_id))
                             .max(1);
@@ -424,6 +445,9 @@ impl PoolState {
                 self.creates_in_flight += 1;
                 self.creating[k] += units;
                 need[k] = need[k].saturating_sub(units);
+                if kind == ResourceKind::SharedIp {
+                    shared_want = shared_want.saturating_sub(units);
+                }
                 ops.push(Op::Create {
                     role,
                     vswitch_id,
@@ -671,15 +695,17 @@ mod tests {
         }
         let now = Instant::now();
         let ops = st.plan(now);
-        // 2 waiters + low watermark 1 = 3 units; the ENI's primary is one of them.
+        // 2 waiters + low watermark 1 = 3 units needed; the call that must be made anyway
+        // fills towards the high watermark (4), within the ENI's 4 addresses, its primary
+        // included.
         assert_eq!(
             ops,
             vec![Op::Create {
                 role: Role::Shared,
                 vswitch_id: "vsw-1".into(),
-                secondary_v4: 2,
+                secondary_v4: 3,
                 v6: 0,
-                units: 3
+                units: 4
             }]
         );
         // Nothing more while it is in flight.

@@ -27,7 +27,7 @@ use common::*;
 #[tokio::test(start_paused = true)]
 async fn warm_allocation_makes_no_cloud_call_and_is_idempotent() {
     let h = harness(config()).await;
-    h.settle_idle(2).await;
+    h.settle().await;
     let before = h.sim.total_calls();
     let a = h.alloc(1).await;
     assert_eq!(
@@ -97,9 +97,10 @@ async fn a_burst_on_an_empty_pool_is_batched() {
 #[tokio::test(start_paused = true)]
 async fn demand_on_a_partly_full_eni_uses_one_assign_call() {
     let mut cfg = config();
-    cfg.shared = Watermarks::new(1, 20);
+    cfg.shared = Watermarks::new(1, 4);
     let h = harness(cfg).await;
-    h.settle_idle(1).await;
+    // The first ENI carries up to the high watermark: 4 idle.
+    h.settle_idle(4).await;
     h.sim.reset_stats();
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -125,9 +126,9 @@ async fn released_addresses_cool_down_before_reuse() {
     let mut cfg = config();
     cfg.shared = Watermarks::new(1, 3);
     let h = harness(cfg).await;
-    h.settle_idle(1).await;
+    h.settle().await;
     let a = h.alloc(1).await;
-    h.settle_idle(1).await;
+    h.settle().await;
     h.pool.release(&pod(1)).await.unwrap();
     let b = h.alloc(2).await;
     assert_ne!(a.ipv4, b.ipv4, "a cooling address was handed out");
@@ -226,10 +227,13 @@ async fn a_full_vswitch_is_skipped_for_the_next_one() {
             .entry(t.await.unwrap().unwrap().vswitch_id)
             .or_default() += 1;
     }
-    // The tiny /28 has 12 usable addresses; the rest came from the next vSwitch.
-    assert_eq!(by_vsw.get(DEFAULT_VSWITCH_TINY), Some(&12), "{by_vsw:?}");
-    assert_eq!(by_vsw.get(DEFAULT_VSWITCH), Some(&8), "{by_vsw:?}");
+    // The tiny /28 (12 usable addresses) was used up first; the rest came from the next one.
     assert_eq!(h.sim.free_ipv4(DEFAULT_VSWITCH_TINY), Some(0));
+    assert!(
+        by_vsw.get(DEFAULT_VSWITCH).is_some_and(|n| *n >= 8),
+        "{by_vsw:?}"
+    );
+    assert_eq!(by_vsw.values().sum::<usize>(), 20);
 }
 
 #[tokio::test(start_paused = true)]
@@ -442,11 +446,11 @@ async fn leaked_and_left_over_enis_are_adopted_or_deleted() {
 async fn gc_releases_gone_pods_and_follows_the_cloud() {
     let mut cfg = config();
     cfg.liveness_grace = Duration::ZERO;
-    cfg.shared = Watermarks::new(2, 20);
+    cfg.shared = Watermarks::new(2, 8);
     let h = harness(cfg).await;
     let a = h.alloc(1).await;
     h.alloc(2).await;
-    h.settle_idle(2).await;
+    h.settle().await;
     h.live.remove(&pod(2));
     // Behind the pool's back: one idle address disappears, two appear.
     let cloud: Arc<dyn CloudProvider> = Arc::new(h.sim.clone());
@@ -474,7 +478,7 @@ async fn gc_releases_gone_pods_and_follows_the_cloud() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_commit_allocates_nothing_and_a_failed_release_keeps_the_binding() {
     let h = harness(config()).await;
-    h.settle_idle(2).await;
+    let idle = h.settle().await;
     h.store.fail_next_commits(1);
     let e = h
         .pool
@@ -485,7 +489,7 @@ async fn a_failed_commit_allocates_nothing_and_a_failed_release_keeps_the_bindin
     assert_eq!(h.pool.get(&pod(1)), None);
     assert_eq!(
         h.pool.metrics().shared.idle,
-        2,
+        idle,
         "the unit went back to idle"
     );
     let a = h.alloc(1).await;
@@ -507,7 +511,7 @@ async fn an_abandoned_waiting_allocation_leaves_nothing_behind() {
     assert_eq!(h.pool.metrics().shared.waiting, 1);
     waiting.abort();
     assert!(waiting.await.unwrap_err().is_cancelled());
-    h.settle_idle(1).await;
+    h.settle().await;
     let m = h.pool.metrics();
     assert_eq!((m.shared.in_use, m.shared.waiting), (0, 0), "{m:?}");
     // The key is free again.

@@ -125,6 +125,23 @@ impl Harness {
         assert!(ok, "not settled at {n} idle: {:?}", self.pool.metrics());
     }
 
+    /// Waits until nothing is in flight and idle is within the watermarks; returns idle.
+    pub async fn settle(&self) -> u32 {
+        let w = self.pool.config().shared;
+        let ok = until(Duration::from_secs(120), || {
+            let m = self.pool.metrics();
+            (w.min_idle..=w.max_idle).contains(&m.shared.idle)
+                && m.shared.being_added == 0
+                && m.shared.being_released == 0
+                && m.enis.attaching == 0
+                && m.enis.releasing == 0
+        })
+        .await;
+        let m = self.pool.metrics();
+        assert!(ok, "not settled: {m:?}");
+        m.shared.idle
+    }
+
     /// Restarts the pool on the same simulator and store (the old one stops as in a crash).
     pub async fn restart(&mut self, cfg: PoolConfig) {
         self.pool.shutdown().await;
