@@ -614,3 +614,36 @@ async fn a_cooled_exclusive_eni_is_reused() {
     assert_eq!(a.eni_id, b.eni_id);
     assert_eq!(h.sim.total_calls(), before);
 }
+
+#[tokio::test(start_paused = true)]
+async fn aws_style_uses_the_primary_eni_and_keeps_eni_primaries_back() {
+    let mut cfg = config();
+    cfg.use_primary_eni = true;
+    cfg.hand_out_eni_primary_ip = false;
+    cfg.shared = Watermarks::new(0, 2);
+    let h = harness(cfg).await;
+    // 3 secondary ENIs of 14 usable addresses, plus 14 on the primary ENI.
+    assert_eq!(h.pool.capacity().shared_ips, 56);
+    let primary = h
+        .sim
+        .enis()
+        .into_iter()
+        .find(|e| e.kind == cnikit_cloud_api::EniKind::Primary)
+        .unwrap();
+    let mut on_primary = 0;
+    for i in 0..20 {
+        let a = h.alloc(i).await;
+        assert_ne!(Some(a.ipv4), primary.primary_ipv4, "the node's own address");
+        let eni = h.sim.eni(&a.eni_id).unwrap();
+        assert_ne!(
+            eni.primary_ipv4,
+            Some(a.ipv4),
+            "an ENI's primary was handed out"
+        );
+        if a.eni_id == primary.id {
+            on_primary += 1;
+        }
+    }
+    assert_eq!(on_primary, 14, "the primary ENI is filled first");
+    assert_eq!(h.sim.calls(Action::CreateNetworkInterface), 1);
+}
