@@ -24,6 +24,23 @@ use nix::{
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 const POLL: Duration = Duration::from_millis(20);
 
+/// `Ok` when `program` is an executable file in a `PATH` directory; otherwise why not (for
+/// `require!` gates on external tools).
+///
+/// # Errors
+/// A message naming the program when it is not found.
+pub fn on_path(program: &str) -> Result<(), String> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} not found on PATH (scripts/setup.sh installs the tools tests use)"
+        ))
+    }
+}
+
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -209,6 +226,13 @@ impl Drop for ExternalProcess {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    #[test]
+    fn finds_programs_on_path() {
+        assert_eq!(on_path("sh"), Ok(()));
+        let err = on_path("no-such-program-cnikit").unwrap_err();
+        assert!(err.contains("no-such-program-cnikit"), "{err}");
+    }
 
     #[test]
     fn waits_for_output_and_stops() {
