@@ -10,7 +10,7 @@
 //!   idle is within `[min_idle, max_idle]`;
 //! - cloud calls are bounded, and a settled pool stays (almost) silent.
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 48).
+//! `PROPTEST_CASES` sets the number of cases (default 256).
 #![allow(
     clippy::unwrap_used,
     reason = "test code: a failed unwrap is a failed test"
@@ -46,6 +46,8 @@ enum Faults {
     Transient,
     Throttle,
     LostResponses,
+    /// Creates and assigns answer `InvalidVSwitchId.IpNotEnough` half the time.
+    Exhausted,
 }
 
 #[derive(Clone, Debug)]
@@ -72,7 +74,8 @@ fn step() -> impl Strategy<Value = Step> {
             Just(Faults::None),
             Just(Faults::Transient),
             Just(Faults::Throttle),
-            Just(Faults::LostResponses)
+            Just(Faults::LostResponses),
+            Just(Faults::Exhausted)
         ]
         .prop_map(Step::Faults),
         1 => Just(Step::Gc),
@@ -305,6 +308,19 @@ impl World {
                 self.sim
                     .set_throttle(Action::AssignPrivateIpAddresses, Some(Rate::new(0.2, 1)));
             }
+            Faults::Exhausted => {
+                for a in [
+                    Action::CreateNetworkInterface,
+                    Action::AssignPrivateIpAddresses,
+                ] {
+                    self.sim
+                        .add_fault(
+                            FaultRule::error(Some(a), "InvalidVSwitchId.IpNotEnough")
+                                .with_probability(0.5),
+                        )
+                        .unwrap();
+                }
+            }
             Faults::LostResponses => {
                 for a in [
                     Action::CreateNetworkInterface,
@@ -536,7 +552,7 @@ fn regression_gc_keeps_idle_exclusive_enis_usable() {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(48),
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256),
         max_shrink_iters: 2000,
         ..ProptestConfig::default()
     })]
