@@ -381,6 +381,27 @@ impl PoolConfig {
             !self.attach_poll_max.is_zero() && !self.gc_interval.is_zero(),
             || "attach_poll_max and gc_interval must be positive".into(),
         )?;
+        let year = Duration::from_secs(365 * 24 * 3600);
+        for (name, d) in [
+            ("cooldown", self.cooldown),
+            ("allocate_timeout", self.allocate_timeout),
+            ("batch_window", self.batch_window),
+            ("attach_poll_initial", self.attach_poll_initial),
+            ("attach_poll_batch", self.attach_poll_batch),
+            ("attach_poll_max", self.attach_poll_max),
+            ("attach_timeout", self.attach_timeout),
+            ("start_timeout", self.start_timeout),
+            ("retry_max", self.retry_max),
+            ("exhausted_pause", self.exhausted_pause),
+            ("quota_pause", self.quota_pause),
+            ("idle_release_after", self.idle_release_after),
+            ("release_interval", self.release_interval),
+            ("gc_interval", self.gc_interval),
+            ("liveness_grace", self.liveness_grace),
+            ("leak_grace", self.leak_grace),
+        ] {
+            check(d <= year, || format!("{name} {d:?} is longer than a year"))?;
+        }
         check(!self.pool_name.is_empty(), || {
             "pool_name must not be empty".into()
         })?;
@@ -529,6 +550,13 @@ mod tests {
         let mut c = cfg();
         c.extra_tags.insert("cnikit.io/pool".into(), "x".into());
         assert!(c.validate().is_err());
+
+        let e = PoolConfig::from_json(
+            r#"{"instance_id":"i","instance_type":"t","vswitches":["v"],"security_groups":["s"],"gc_interval":"100000y"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("gc_interval"), "{e}");
     }
 
     #[test]

@@ -142,7 +142,9 @@ impl PoolState {
         }
         let w = self.watermarks(kind);
         let room = self.capacity_of(kind).saturating_sub(self.total(kind));
-        (need + (w.max_idle - w.min_idle)).min(room).max(need)
+        need.saturating_add(w.max_idle - w.min_idle)
+            .min(room)
+            .max(need)
     }
 
     /// Not paused, and (as far as the pool knows) not full.
@@ -206,7 +208,7 @@ impl PoolState {
             let k = ki(kind);
             if self.warm_up_pending[k] {
                 let w = self.watermarks(kind);
-                let settled = self.total(kind) - self.pending(kind);
+                let settled = self.total(kind).saturating_sub(self.pending(kind));
                 if settled >= w.warm_up.min(self.capacity_of(kind)) {
                     self.warm_up_pending[k] = false;
                     ops.push(Op::WarmUpDone(kind));
@@ -521,7 +523,7 @@ impl PoolState {
             })
             .min_by_key(|s| {
                 (
-                    s.units.len() - s.idle.len(),
+                    s.units.len().saturating_sub(s.idle.len()),
                     std::cmp::Reverse(s.idle.len()),
                 )
             })

@@ -400,7 +400,8 @@ impl PoolState {
     /// `d` with the configured jitter applied (uniform in `[d × (1 − j), d × (1 + j)]`).
     pub(crate) fn jittered(&mut self, d: Duration) -> Duration {
         let j = self.cfg.jitter;
-        d.mul_f64((1.0 - j + 2.0 * j * self.rng.f64()).max(0.0))
+        let factor = (1.0 - j + 2.0 * j * self.rng.f64()).max(0.0);
+        Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(d)
     }
 
     /// Makes cooled-down units idle.
@@ -484,7 +485,7 @@ impl PoolState {
                     .filter(|s| !s.idle.is_empty())
                     .max_by_key(|s| {
                         (
-                            s.units.len() - s.idle.len(),
+                            s.units.len().saturating_sub(s.idle.len()),
                             std::cmp::Reverse(s.id.clone()),
                         )
                     })?;
