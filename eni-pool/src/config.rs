@@ -129,7 +129,9 @@ pub struct PoolConfig {
     /// [`Error::Exhausted`]. Default 60 s.
     #[serde(with = "humantime_serde")]
     pub allocate_timeout: Duration,
-    /// How long the pool gathers concurrent demand before it calls the cloud. Default 2 ms.
+    /// When the pool is empty, demand is gathered until none arrived for this long (at most
+    /// ten times this) before the cloud is called, so that pods arriving together share calls.
+    /// Default 5 ms (a cloud call takes hundreds).
     #[serde(with = "humantime_serde")]
     pub batch_window: Duration,
     /// Secondary IPv4 addresses requested with a new ENI, at most (ECS: 49 on an unattached
@@ -226,7 +228,7 @@ impl Default for PoolConfig {
             hand_out_eni_primary_ip: true,
             cooldown: Duration::from_secs(30),
             allocate_timeout: Duration::from_secs(60),
-            batch_window: Duration::from_millis(2),
+            batch_window: Duration::from_millis(5),
             max_ips_per_create: 49,
             max_ips_per_assign: 10,
             max_ips_per_unassign: 10,

@@ -262,11 +262,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         };
         tokio::select! {
-            () = shared.wake.notified() => {
-                if shared.demand.swap(false, Ordering::AcqRel) && !shared.cfg.batch_window.is_zero() {
-                    tokio::time::sleep(shared.cfg.batch_window).await;
-                }
-            }
+            () = shared.wake.notified() => gather(&shared).await,
             Some(_) = ops.join_next(), if !ops.is_empty() => {}
             () = timer => {}
             () = shared.stop.notified() => break,
@@ -274,6 +270,21 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
     ops.abort_all();
     while ops.join_next().await.is_some() {}
+}
+
+/// After a wake for new demand, waits until no new demand arrived for one `batch_window`
+/// (at most ten windows), so that requests arriving together are served by the same calls.
+async fn gather(shared: &Shared) {
+    let window = shared.cfg.batch_window;
+    if window.is_zero() || !shared.demand.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    for _ in 0..10 {
+        tokio::time::sleep(window).await;
+        if !shared.demand.swap(false, Ordering::AcqRel) {
+            break;
+        }
+    }
 }
 
 async fn execute(shared: Arc<Shared>, op: Op) {
