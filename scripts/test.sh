@@ -29,16 +29,18 @@ stage benches    cargo test --workspace --benches --locked
 # Package every publishable crate together (unpublished ones: test-support, examples, benches,
 # xtask). Verification builds each package from its .crate on stable, so the shipped eBPF object
 # is proven to build without nightly or bpf-linker.
-unpublished=$(cargo metadata --format-version 1 --no-deps --locked | python3 -c '
+packages=$(cargo metadata --format-version 1 --no-deps --locked | python3 -c '
 import json, sys
 for p in json.load(sys.stdin)["packages"]:
-    if p.get("publish") == []:
-        print("--exclude", p["name"])')
-# cargo unpacks the packages it verifies into $CARGO_HOME/registry/src/-<hash of the target
-# dir>/ and reuses an unpacked copy of the same name and version: remove ours, so a crate changed
-# without a version bump is never verified against a stale copy from an earlier run.
-# Likewise cargo reuses the .crate files of an earlier run in the target dir's package/ folder.
+    print(p["name"], "unpublished" if p.get("publish") == [] else "published")')
+unpublished=$(awk '$2 == "unpublished" { printf "--exclude %s ", $1 }' <<<"$packages")
+published=$(awk '$2 == "published" { printf "-p %s ", $1 }' <<<"$packages")
+# Cargo treats registry packages as immutable: a .crate, an unpacked copy or a compiled artifact of
+# one of our packages left by an earlier run (same name and version) would be reused as is, and a
+# changed crate verified against its stale self. Start packaging from none of them.
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/cnikit-* "${CARGO_TARGET_DIR:-target}/package"
+# shellcheck disable=SC2086
+cargo clean --quiet $published
 # shellcheck disable=SC2086
 stage package    cargo package --workspace --locked $unpublished
 stage_summary
