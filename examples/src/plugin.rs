@@ -60,7 +60,10 @@ pub async fn run(env: &Environment, stdin: &[u8]) -> Result<Option<Value>, CniEr
     {
         return Err(CniError::new(
             ErrorCode::INCOMPATIBLE_VERSION,
-            format!("{} needs CNI version {min} or later, the configuration says {version}", env.command),
+            format!(
+                "{} needs CNI version {min} or later, the configuration says {version}",
+                env.command
+            ),
         ));
     }
     for key in conf.other.keys() {
@@ -86,7 +89,11 @@ pub async fn run(env: &Environment, stdin: &[u8]) -> Result<Option<Value>, CniEr
 fn version_reply(stdin: &[u8]) -> Value {
     let asked = serde_json::from_slice::<Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .filter(|v| v.parse::<Version>().is_ok())
         .unwrap_or_else(|| Version::LATEST.to_string());
     json!({
@@ -166,12 +173,22 @@ impl Plugin<'_> {
             host_interface: wired.host_interface.clone(),
         });
         if let Err(e) = self.call(wired_request).await {
-            let teardown = driver.teardown(&node, &pod).await.err().map(|t| wire_error(&t, "undoing"));
+            let teardown = driver
+                .teardown(&node, &pod)
+                .await
+                .err()
+                .map(|t| wire_error(&t, "undoing"));
             let release = self.call(Request::Release(attachment.clone())).await.err();
             return Err(with_cleanup(with_cleanup(e, teardown), release));
         }
 
-        let ours = result_for(&alloc, &wired.interface, wired.mac.map(|m| m.to_string()), wired.host_interface.as_deref(), netns_path);
+        let ours = result_for(
+            &alloc,
+            &wired.interface,
+            wired.mac.map(|m| m.to_string()),
+            wired.host_interface.as_deref(),
+            netns_path,
+        );
         let result = match prev {
             Some(prev) => merge(prev, ours),
             None => ours,
@@ -199,7 +216,13 @@ impl Plugin<'_> {
     }
 
     fn pod_network(&self, alloc: &PodAllocation, netns: Option<Netns>) -> PodNetwork {
-        pod_network(self.env.container_id(), self.env.ifname(), alloc, self.conf.mtu, netns)
+        pod_network(
+            self.env.container_id(),
+            self.env.ifname(),
+            alloc,
+            self.conf.mtu,
+            netns,
+        )
     }
 
     async fn del(&self) -> Result<(), CniError> {
@@ -250,15 +273,18 @@ impl Plugin<'_> {
     }
 
     /// A teardown description from a previous result alone (the agent is unreachable).
-    fn pod_from_prev(&self, prev: &CniResult, netns: Option<Netns>) -> Option<(PodNetwork, Datapath)> {
+    fn pod_from_prev(
+        &self,
+        prev: &CniResult,
+        netns: Option<Netns>,
+    ) -> Option<(PodNetwork, Datapath)> {
         let index = prev.sandbox_interface(self.env.ifname())?;
         let address = prev.address_of(index, true)?;
         // The veth driver's host end is the only interface outside the sandbox.
-        let datapath = if prev
-            .interfaces
-            .iter()
-            .any(|i| i.sandbox.is_none() && i.name == naming::host_veth_name(self.env.container_id(), self.env.ifname()))
-        {
+        let datapath = if prev.interfaces.iter().any(|i| {
+            i.sandbox.is_none()
+                && i.name == naming::host_veth_name(self.env.container_id(), self.env.ifname())
+        }) {
             Datapath::Veth
         } else {
             return None;
@@ -270,7 +296,10 @@ impl Plugin<'_> {
             // Teardown skips an ENI that is not there; only the pod's own objects go.
             eni: EniRef::Name("cnikit-none".into()),
             mtu: None,
-            ipv4: Some(WireIp::new(address, IpAddr::V4(naming::LINK_LOCAL_GATEWAY_V4))),
+            ipv4: Some(WireIp::new(
+                address,
+                IpAddr::V4(naming::LINK_LOCAL_GATEWAY_V4),
+            )),
             ipv6: None,
             service_cidrs: Vec::new(),
             host_stack_cidrs: Vec::new(),
@@ -281,9 +310,10 @@ impl Plugin<'_> {
     }
 
     async fn check(&self) -> Result<(), CniError> {
-        let prev = self.conf.prev_result()?.ok_or_else(|| {
-            CniError::new(ErrorCode::INVALID_CONFIG, "CHECK needs prevResult")
-        })?;
+        let prev = self
+            .conf
+            .prev_result()?
+            .ok_or_else(|| CniError::new(ErrorCode::INVALID_CONFIG, "CHECK needs prevResult"))?;
         let netns_path = self.env.netns.as_deref().unwrap_or_else(|| Path::new(""));
         let netns = open_netns(netns_path)?;
         let node = node()?;
@@ -346,9 +376,13 @@ impl Plugin<'_> {
             Reply::Status(s) if s.ready => Ok(()),
             Reply::Status(s) => Err(CniError::new(
                 ErrorCode::NOT_READY,
-                s.reason.unwrap_or_else(|| "the pool cannot serve ADD".into()),
+                s.reason
+                    .unwrap_or_else(|| "the pool cannot serve ADD".into()),
             )
-            .with_details(format!("idle {}, in use {}, capacity {}", s.idle, s.in_use, s.capacity))),
+            .with_details(format!(
+                "idle {}, in use {}, capacity {}",
+                s.idle, s.in_use, s.capacity
+            ))),
             other => Err(unexpected("status", &other)),
         }
     }
@@ -372,7 +406,11 @@ impl Plugin<'_> {
             }
             Reply::Gc(r) => Err(CniError::new(
                 ErrorCode::INTERNAL,
-                format!("GC released {} attachment(s) with {} error(s)", r.released.len(), r.errors.len()),
+                format!(
+                    "GC released {} attachment(s) with {} error(s)",
+                    r.released.len(),
+                    r.errors.len()
+                ),
             )
             .with_details(r.errors.join("; "))),
             other => Err(unexpected("gc", &other)),
@@ -397,7 +435,10 @@ pub fn pod_network(
         ifname: ifname.to_owned(),
         eni: EniRef::Name(alloc.eni_interface.clone()),
         mtu: mtu.or(alloc.mtu),
-        ipv4: Some(WireIp::new(IpNetwork::V4(address), IpAddr::V4(alloc.gateway))),
+        ipv4: Some(WireIp::new(
+            IpNetwork::V4(address),
+            IpAddr::V4(alloc.gateway),
+        )),
         ipv6: None,
         service_cidrs: alloc.service_cidrs.clone(),
         host_stack_cidrs: alloc.host_stack_cidrs.clone(),
@@ -428,10 +469,7 @@ pub fn result_for(
     pod.sandbox = Some(netns.display().to_string());
     result.interfaces.push(pod);
     let (address, gateway) = match alloc.datapath {
-        Datapath::Veth => (
-            Ipv4Network::from(alloc.ipv4),
-            naming::LINK_LOCAL_GATEWAY_V4,
-        ),
+        Datapath::Veth => (Ipv4Network::from(alloc.ipv4), naming::LINK_LOCAL_GATEWAY_V4),
         Datapath::Ipvlan | Datapath::ExclusiveEni => (
             Ipv4Network::new(alloc.ipv4, alloc.vswitch_cidr.prefix())
                 .unwrap_or_else(|_| Ipv4Network::from(alloc.ipv4)),
@@ -478,7 +516,10 @@ fn open_netns(path: &Path) -> Result<Netns, CniError> {
     Netns::from_path(path).map_err(|e| {
         CniError::new(
             ErrorCode::INVALID_NETNS,
-            format!("CNI_NETNS {} is not a usable network namespace", path.display()),
+            format!(
+                "CNI_NETNS {} is not a usable network namespace",
+                path.display()
+            ),
         )
         .with_details(e.to_string())
     })
@@ -486,8 +527,11 @@ fn open_netns(path: &Path) -> Result<Netns, CniError> {
 
 fn node() -> Result<Node, CniError> {
     Node::current().map_err(|e| {
-        CniError::new(ErrorCode::INTERNAL, "cannot open netlink in the node namespace")
-            .with_details(e.to_string())
+        CniError::new(
+            ErrorCode::INTERNAL,
+            "cannot open netlink in the node namespace",
+        )
+        .with_details(e.to_string())
     })
 }
 

@@ -730,11 +730,9 @@ mod tests {
         let text = serde_json::to_string(&req).unwrap();
         assert_eq!(serde_json::from_str::<RequestEnvelope>(&text).unwrap(), req);
         assert_eq!(
-            serde_json::from_str::<RequestEnvelope>(
-                r#"{"version":1,"id":1,"request":"status"}"#
-            )
-            .unwrap()
-            .request,
+            serde_json::from_str::<RequestEnvelope>(r#"{"version":1,"id":1,"request":"status"}"#)
+                .unwrap()
+                .request,
             Request::Status
         );
         for reply in [
@@ -758,11 +756,14 @@ mod tests {
     #[tokio::test]
     async fn framing_is_bounded() {
         let (mut a, b) = tokio::io::duplex(4096);
-        write_message(&mut a, &RequestEnvelope {
-            version: 1,
-            id: 1,
-            request: Request::Stats,
-        })
+        write_message(
+            &mut a,
+            &RequestEnvelope {
+                version: 1,
+                id: 1,
+                request: Request::Stats,
+            },
+        )
         .await
         .unwrap();
         drop(a);
@@ -771,7 +772,12 @@ mod tests {
 
         let (a, b) = tokio::io::duplex(64);
         drop(a);
-        assert!(read_message::<_, RequestEnvelope>(b).await.unwrap().is_none());
+        assert!(
+            read_message::<_, RequestEnvelope>(b)
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         let (mut a, b) = tokio::io::duplex(64);
         a.write_all(b"{\"version\":1").await.unwrap();

@@ -1,6 +1,6 @@
 //! A simple source of Services and network policies: one JSON file, resolved against the pods
 //! wired on this node. It stands in for what a Kubernetes agent would watch (Services,
-//! EndpointSlices, NetworkPolicies).
+//! `EndpointSlices`, `NetworkPolicies`).
 //!
 //! ```json
 //! {
@@ -229,8 +229,7 @@ impl Catalog {
     /// [`CatalogError`] naming the first problem (malformed JSON, a pod reference that is not
     /// `namespace/name`, a bad CIDR, a duplicate Service port, a port range upside down).
     pub fn from_json(text: &str) -> Result<Self, CatalogError> {
-        let catalog: Self =
-            serde_json::from_str(text).map_err(|e| CatalogError(e.to_string()))?;
+        let catalog: Self = serde_json::from_str(text).map_err(|e| CatalogError(e.to_string()))?;
         catalog.validate()?;
         Ok(catalog)
     }
@@ -247,7 +246,9 @@ impl Catalog {
             }
             for p in &s.ports {
                 if p.protocol == Proto::Sctp {
-                    return Err(CatalogError(format!("{what}: SCTP Services are not translated")));
+                    return Err(CatalogError(format!(
+                        "{what}: SCTP Services are not translated"
+                    )));
                 }
                 if !keys.insert((s.cluster_ip, p.port, p.protocol.dataplane())) {
                     return Err(CatalogError(format!(
@@ -260,14 +261,19 @@ impl Catalog {
                 if let BackendRef::Pod { pod } = b
                     && split_pod(pod).is_none()
                 {
-                    return Err(CatalogError(format!("{what}: backend {pod:?} is not namespace/name")));
+                    return Err(CatalogError(format!(
+                        "{what}: backend {pod:?} is not namespace/name"
+                    )));
                 }
             }
         }
         let mut selected = BTreeSet::new();
         for p in &self.policies {
             if split_pod(&p.pod).is_none() {
-                return Err(CatalogError(format!("policy for {:?}: not namespace/name", p.pod)));
+                return Err(CatalogError(format!(
+                    "policy for {:?}: not namespace/name",
+                    p.pod
+                )));
             }
             if !selected.insert(p.pod.as_str()) {
                 return Err(CatalogError(format!("two policies select {}", p.pod)));
@@ -338,11 +344,8 @@ impl Catalog {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            let mut record = dns::Service::cluster_ip(
-                &s.namespace,
-                &s.name,
-                vec![s.cluster_ip.into()],
-            );
+            let mut record =
+                dns::Service::cluster_ip(&s.namespace, &s.name, vec![s.cluster_ip.into()]);
             for p in &s.ports {
                 let key = ServiceKey {
                     vip: s.cluster_ip,
@@ -350,8 +353,10 @@ impl Catalog {
                     protocol: p.protocol.dataplane(),
                 };
                 let target = p.target_port.unwrap_or(p.port);
-                let mut service =
-                    Service::new(key, backends.iter().map(|ip| SocketAddrV4::new(*ip, target)));
+                let mut service = Service::new(
+                    key,
+                    backends.iter().map(|ip| SocketAddrV4::new(*ip, target)),
+                );
                 service.client_ip_affinity = s.client_ip_affinity;
                 services.push(service);
                 record = record.with_port(p.name.as_deref(), p.protocol.dns(), p.port);
@@ -364,12 +369,9 @@ impl Catalog {
                 continue;
             };
             let mut rules_of = |rules: &Option<Vec<RuleSpec>>| -> Option<Vec<Rule>> {
-                rules.as_ref().map(|rules| {
-                    rules
-                        .iter()
-                        .filter_map(|r| rule(r, &mut lookup))
-                        .collect()
-                })
+                rules
+                    .as_ref()
+                    .map(|rules| rules.iter().filter_map(|r| rule(r, &mut lookup)).collect())
             };
             let policy = EndpointPolicy {
                 ingress: rules_of(&p.ingress),
@@ -468,7 +470,11 @@ mod tests {
 
         let web0 = &d.policies[&Ipv4Addr::new(198, 18, 0, 5)];
         let ingress = web0.ingress.as_ref().unwrap();
-        assert_eq!(ingress.len(), 1, "the rule naming only an absent pod allows nothing");
+        assert_eq!(
+            ingress.len(),
+            1,
+            "the rule naming only an absent pod allows nothing"
+        );
         assert!(ingress[0].allows(Ipv4Addr::new(198, 18, 0, 7), 17, Some(8080)));
         assert!(!ingress[0].allows(Ipv4Addr::new(198, 18, 0, 7), 17, Some(8081)));
         assert!(web0.egress.is_none());
@@ -493,9 +499,15 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         let err = |t: &str| Catalog::from_json(t).unwrap_err().to_string();
-        assert!(err(r#"{"services":[{"namespace":"a","name":"b","cluster_ip":"1.2.3.4","ports":[]}]}"#).contains("no ports"));
+        assert!(
+            err(r#"{"services":[{"namespace":"a","name":"b","cluster_ip":"1.2.3.4","ports":[]}]}"#)
+                .contains("no ports")
+        );
         assert!(err(r#"{"policies":[{"pod":"noslash"}]}"#).contains("namespace/name"));
-        assert!(err(r#"{"policies":[{"pod":"a/b","ingress":[{"peers":[{"cidr":"10.0.0.0/99"}]}]}]}"#).contains("CIDR"));
+        assert!(
+            err(r#"{"policies":[{"pod":"a/b","ingress":[{"peers":[{"cidr":"10.0.0.0/99"}]}]}]}"#)
+                .contains("CIDR")
+        );
         assert!(err(r#"{"policies":[{"pod":"a/b","egress":[{"ports":[{"protocol":"TCP","port":9,"end_port":2}]}]}]}"#).contains("upside down"));
         assert!(err(r#"{"policies":[{"pod":"a/b"},{"pod":"a/b"}]}"#).contains("two policies"));
         assert!(err(r#"{"servics":[]}"#).contains("servics"));

@@ -275,7 +275,10 @@ impl Default for DataplaneConfig {
 /// The dataplane's map sizes (see `cnikit_ebpf_dataplane::Capacity`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(missing_docs, reason = "the fields mirror cnikit_ebpf_dataplane::Capacity")]
+#[allow(
+    missing_docs,
+    reason = "the fields mirror cnikit_ebpf_dataplane::Capacity"
+)]
 pub struct CapacityConfig {
     pub services: u32,
     pub endpoints: u32,
@@ -337,7 +340,10 @@ impl AgentConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError(m));
         if self.socket.as_os_str().is_empty() || self.socket.is_relative() {
-            return bad(format!("socket {} must be an absolute path", self.socket.display()));
+            return bad(format!(
+                "socket {} must be an absolute path",
+                self.socket.display()
+            ));
         }
         if self.state_dir.is_relative() {
             return bad(format!(
@@ -353,10 +359,16 @@ impl AgentConfig {
         {
             return bad(format!("node.mtu {mtu} is out of range (576 to 65535)"));
         }
-        let cidrs = self.node.service_cidrs.iter().chain(&self.node.host_stack_cidrs);
+        let cidrs = self
+            .node
+            .service_cidrs
+            .iter()
+            .chain(&self.node.host_stack_cidrs);
         for cidr in cidrs {
             if cidr.is_ipv6() {
-                return bad(format!("{cidr}: only IPv4 CIDRs are supported by the agent"));
+                return bad(format!(
+                    "{cidr}: only IPv4 CIDRs are supported by the agent"
+                ));
             }
         }
         if self.read_timeout.is_zero() || self.read_timeout > Duration::from_secs(300) {
@@ -414,7 +426,10 @@ mod tests {
         assert!(c.dataplane.enabled);
         assert_eq!(c.pool.shared.warm_up, 8);
         assert_eq!(c.pool.attach_poll_initial, Duration::from_millis(200));
-        assert!(matches!(c.cloud.credentials, CredentialsConfig::RamRole { role: None }));
+        assert!(matches!(
+            c.cloud.credentials,
+            CredentialsConfig::RamRole { role: None }
+        ));
         assert_eq!(c.read_timeout, Duration::from_secs(5));
         assert!(c.dns.is_some());
     }
@@ -432,8 +447,10 @@ mod tests {
                 .contains("IPv4")
         );
         assert!(
-            err(r#"{"pool":{"security_groups":["sg"]},"cloud":{"credentials":{"source":"magic"}}}"#)
-                .contains("magic")
+            err(
+                r#"{"pool":{"security_groups":["sg"]},"cloud":{"credentials":{"source":"magic"}}}"#
+            )
+            .contains("magic")
         );
         assert!(
             err(r#"{"pool":{"security_groups":["sg"]},"node":{"datapath":"bridge"}}"#)

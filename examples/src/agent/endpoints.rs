@@ -114,12 +114,12 @@ impl Endpoints {
     ///
     /// # Errors
     /// When the file cannot be written (the registry is unchanged then).
-    pub fn insert(&mut self, key: AttachmentKey, record: EndpointRecord) -> io::Result<()> {
+    pub fn insert(&mut self, key: &AttachmentKey, record: EndpointRecord) -> io::Result<()> {
         let previous = self.map.insert(key.clone(), record);
         self.save().inspect_err(|_| {
             match previous {
                 Some(p) => self.map.insert(key.clone(), p),
-                None => self.map.remove(&key),
+                None => self.map.remove(key),
             };
         })
     }
@@ -256,11 +256,21 @@ mod tests {
         let mut e = Endpoints::load(&path).unwrap();
         assert!(e.is_empty());
         let k = AttachmentKey::new("c-a", "eth0");
-        e.insert(k.clone(), record("a", 5)).unwrap();
-        e.insert(AttachmentKey::new("c-b", "eth0"), record("b", 6))
+        e.insert(&k, record("a", 5)).unwrap();
+        e.insert(&AttachmentKey::new("c-b", "eth0"), record("b", 6))
             .unwrap();
-        assert_eq!(e.remove(&AttachmentKey::new("c-b", "eth0")).unwrap().unwrap().ipv4, Ipv4Addr::new(198, 18, 0, 6));
-        assert!(e.remove(&AttachmentKey::new("nope", "eth0")).unwrap().is_none());
+        assert_eq!(
+            e.remove(&AttachmentKey::new("c-b", "eth0"))
+                .unwrap()
+                .unwrap()
+                .ipv4,
+            Ipv4Addr::new(198, 18, 0, 6)
+        );
+        assert!(
+            e.remove(&AttachmentKey::new("nope", "eth0"))
+                .unwrap()
+                .is_none()
+        );
 
         let back = Endpoints::load(&path).unwrap();
         assert_eq!(back.len(), 1);
@@ -276,7 +286,12 @@ mod tests {
             io::ErrorKind::InvalidData
         );
         fs::write(&path, br#"{"version":9,"endpoints":[]}"#).unwrap();
-        assert!(Endpoints::load(&path).unwrap_err().to_string().contains("version 9"));
+        assert!(
+            Endpoints::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("version 9")
+        );
     }
 
     #[tokio::test]

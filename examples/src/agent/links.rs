@@ -20,8 +20,8 @@ use cnikit_eni_pool::Allocation;
 use cnikit_netns_setup::{
     Netns,
     netlink::{
-        Address, Connector, Handle, MacAddr, Neighbour, NetlinkHandle, NewLink, Route, RtConnector,
-        Scope, TABLE_MAIN, VethPeer,
+        Address, Connector, Handle, MacAddr, Neighbour, NewLink, Route, RtConnector, Scope,
+        TABLE_MAIN, VethPeer,
     },
 };
 use ipnetwork::{IpNetwork, Ipv4Network};
@@ -85,7 +85,10 @@ fn parse_mac(alloc: &Allocation) -> Result<MacAddr, LinkError> {
     })
 }
 
-fn nl(alloc: &Allocation, what: impl Into<String>) -> impl FnOnce(cnikit_netns_setup::NetlinkError) -> LinkError {
+fn nl(
+    alloc: &Allocation,
+    what: impl Into<String>,
+) -> impl FnOnce(cnikit_netns_setup::NetlinkError) -> LinkError {
     let eni = alloc.eni_id.clone();
     let what = what.into();
     move |e| LinkError::Netlink {
@@ -117,7 +120,11 @@ impl EniLinks for MacLookup {
         let deadline = Instant::now() + self.wait;
         let mut pause = Duration::from_millis(50);
         loop {
-            let links = self.node.links().await.map_err(nl(alloc, "listing links"))?;
+            let links = self
+                .node
+                .links()
+                .await
+                .map_err(nl(alloc, "listing links"))?;
             if let Some(link) = links.into_iter().find(|l| l.mac == Some(mac)) {
                 return Ok(link.name);
             }

@@ -124,7 +124,9 @@ impl NetConf {
                 ErrorCode::UNSUPPORTED_FIELD,
                 format!("unsupported field \"ipam\" = {ipam}"),
             )
-            .with_details("cnikit allocates addresses from its ENI pool; remove the ipam section"));
+            .with_details(
+                "cnikit allocates addresses from its ENI pool; remove the ipam section",
+            ));
         }
         if conf.timeout_seconds == 0 || conf.timeout_seconds > 600 {
             return Err(CniError::new(

@@ -99,9 +99,7 @@ impl Environment {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, CniError> {
         let get = |k: &str| lookup(k).filter(|v| !v.is_empty());
         let command: Command = get("CNI_COMMAND")
-            .ok_or_else(|| {
-                CniError::new(ErrorCode::INVALID_ENVIRONMENT, "CNI_COMMAND is not set")
-            })?
+            .ok_or_else(|| CniError::new(ErrorCode::INVALID_ENVIRONMENT, "CNI_COMMAND is not set"))?
             .parse()?;
         let env = Self {
             command,
@@ -203,7 +201,10 @@ pub fn validate_ifname(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err("must not be '.' or '..'".to_owned());
     }
-    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         return Err("must not contain '/', ':' or whitespace".to_owned());
     }
     Ok(())
@@ -248,7 +249,10 @@ mod tests {
             ("CNI_CONTAINERID", "abc123"),
             ("CNI_NETNS", "/run/netns/x"),
             ("CNI_IFNAME", "eth0"),
-            ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0",
+            ),
             ("CNI_PATH", "/opt/cni/bin:/usr/lib/cni"),
         ])
         .unwrap();

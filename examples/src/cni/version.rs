@@ -97,7 +97,16 @@ mod tests {
         assert_eq!(v.to_string(), "1.1.0");
         assert!(Version::V0_4_0 < Version::V1_0_0);
         assert!(Version::V0_3_1 > Version::V0_3_0);
-        for bad in ["", "1", "1.0", "1.0.0.0", "a.b.c", "1.-1.0", "1..0", "99999999.0.0"] {
+        for bad in [
+            "",
+            "1",
+            "1.0",
+            "1.0.0.0",
+            "a.b.c",
+            "1.-1.0",
+            "1..0",
+            "99999999.0.0",
+        ] {
             assert!(bad.parse::<Version>().is_err(), "{bad}");
         }
         assert!(!"0.2.0".parse::<Version>().unwrap().is_supported());
