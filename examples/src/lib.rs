@@ -3,5 +3,6 @@
 
 pub mod agent;
 pub mod cni;
+pub mod harness;
 pub mod plugin;
 pub mod protocol;

@@ -74,6 +74,9 @@ pub struct AgentConfig {
     /// How long one plugin request may take to arrive. Default 5 s.
     #[serde(default = "default_read_timeout", with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// The Prometheus metrics listener (optional).
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
     /// On SIGTERM, how long requests in flight may still run. Default 10 s.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -92,11 +95,46 @@ const fn default_grace() -> Duration {
     Duration::from_secs(10)
 }
 
-/// Where the cloud is and how to sign requests.
+/// Which cloud the pool talks to. One variant per provider: adding one (e.g. AWS EC2) is one
+/// variant here and one match arm in [`crate::agent::cloud`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CloudConfig {
+    /// The ECS simulator embedded in the agent process (demos, tests, trying cnikit without a
+    /// cloud account). Its region lives in the agent's memory: an agent restarted on it starts
+    /// a fresh region and forgets the pool's records of the previous one.
+    Simulator(SimulatorConfig),
+    /// Alibaba Cloud ECS (or anything speaking its RPC API, such as the `ecs-sim` binary).
+    Alibaba(AlibabaConfig),
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        Self::Simulator(SimulatorConfig::default())
+    }
+}
+
+/// The embedded simulator.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
-pub struct CloudConfig {
+pub struct SimulatorConfig {
+    /// The simulated region (`cnikit_cloud_api::sim::SimConfig`: vSwitches, instance types,
+    /// latencies, faults); default: its defaults (one instance `i-sim0000000000000001`,
+    /// `ecs.g7.xlarge`, vSwitch `198.18.0.0/24`).
+    #[serde(default)]
+    pub region: Option<Box<cnikit_cloud_api::sim::SimConfig>>,
+    /// The instance this node is; default: the region's first.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+}
+
+/// Where Alibaba Cloud is and how to sign requests.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AlibabaConfig {
     /// The region; default: the metadata service's.
     #[serde(default)]
     pub region: Option<String>,
@@ -317,6 +355,15 @@ const fn default_poll() -> Duration {
     Duration::from_secs(2)
 }
 
+/// The Prometheus text-format listener (`GET /metrics`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// Address and port, e.g. `127.0.0.1:9464`.
+    pub listen: std::net::SocketAddr,
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("agent configuration: {0}")]
@@ -351,7 +398,7 @@ impl AgentConfig {
                 self.state_dir.display()
             ));
         }
-        if self.pool.security_groups.is_empty() {
+        if self.pool.security_groups.is_empty() && matches!(self.cloud, CloudConfig::Alibaba(_)) {
             return bad("pool.security_groups must name at least one security group".into());
         }
         if let Some(mtu) = self.node.mtu
@@ -387,29 +434,52 @@ impl AgentConfig {
         Ok(())
     }
 
-    /// An example configuration for the `ecs-sim` simulator on `127.0.0.1:8080`.
-    pub const EXAMPLE: &'static str = r#"{
+    /// The default configuration (`cnikit-agent --print-default-config`): the embedded
+    /// simulator, its ENIs played by veths into the namespace `cnikit-vpc` (created when
+    /// missing), ipvlan where the kernel has it and veth elsewhere, the eBPF dataplane,
+    /// node-local DNS with AutoPath on `169.254.20.10:53`, metrics on `127.0.0.1:9464`.
+    pub const DEFAULT: &'static str = r#"{
   "socket": "/run/cnikit/agent.sock",
   "state_dir": "/var/lib/cnikit",
-  "cloud": {
-    "endpoint": "http://127.0.0.1:8080/",
-    "metadata_url": "http://127.0.0.1:8080",
-    "credentials": { "source": "ram_role" }
-  },
+  "cloud": { "provider": "simulator" },
   "pool": {
-    "security_groups": ["sg-sim0000000000000001"],
-    "shared": { "min_idle": 2, "max_idle": 10, "warm_up": 8 },
-    "attach_poll_initial": "200ms"
+    "shared": { "min_idle": 4, "max_idle": 16, "warm_up": 8 },
+    "cooldown": "5s",
+    "attach_poll_initial": "100ms"
   },
   "node": {
     "datapath": "ipvlan",
     "service_cidrs": ["198.19.0.0/16"],
     "host_stack_cidrs": ["169.254.20.10/32"],
-    "eni_links": { "kind": "mac", "wait": "30s" }
+    "eni_links": { "kind": "sim_vpc", "vpc_netns": "/run/netns/cnikit-vpc" }
   },
   "dataplane": { "enabled": true },
-  "catalog": { "path": "/etc/cnikit/catalog.json", "poll_interval": "2s" },
+  "metrics": { "listen": "127.0.0.1:9464" },
   "dns": { "server": { "listen": "169.254.20.10:53" } }
+}
+"#;
+
+    /// An example for a real Alibaba Cloud node (instance facts from the metadata service,
+    /// credentials from the instance's RAM role).
+    pub const EXAMPLE_ALIBABA: &'static str = r#"{
+  "socket": "/run/cnikit/agent.sock",
+  "state_dir": "/var/lib/cnikit",
+  "cloud": { "provider": "alibaba", "credentials": { "source": "ram_role" } },
+  "pool": {
+    "security_groups": ["sg-0123456789abcdef0"],
+    "shared": { "min_idle": 4, "max_idle": 16, "warm_up": 8 }
+  },
+  "node": {
+    "datapath": "ipvlan",
+    "service_cidrs": ["192.168.0.0/16"],
+    "host_stack_cidrs": ["169.254.20.10/32"],
+    "eni_links": { "kind": "mac", "wait": "30s" }
+  },
+  "dataplane": { "enabled": true, "pin_dir": "/sys/fs/bpf/cnikit" },
+  "catalog": { "path": "/etc/cnikit/catalog.json", "poll_interval": "2s" },
+  "metrics": { "listen": "127.0.0.1:9464" },
+  "dns": { "server": { "listen": "169.254.20.10:53" },
+           "upstream": { "servers": ["100.100.2.136:53"] } }
 }
 "#;
 }
@@ -420,25 +490,33 @@ mod tests {
 
     #[test]
     fn example_parses_with_defaults() {
-        let c = AgentConfig::from_json(AgentConfig::EXAMPLE).unwrap();
+        let c = AgentConfig::from_json(AgentConfig::DEFAULT).unwrap();
         assert_eq!(c.node.datapath, Datapath::Ipvlan);
         assert!(c.node.manage_sysctls);
         assert!(c.dataplane.enabled);
         assert_eq!(c.pool.shared.warm_up, 8);
-        assert_eq!(c.pool.attach_poll_initial, Duration::from_millis(200));
-        assert!(matches!(
-            c.cloud.credentials,
-            CredentialsConfig::RamRole { role: None }
-        ));
+        assert_eq!(c.pool.attach_poll_initial, Duration::from_millis(100));
+        assert!(matches!(c.cloud, CloudConfig::Simulator(_)));
+        assert!(matches!(c.node.eni_links, EniLinksConfig::SimVpc { .. }));
         assert_eq!(c.read_timeout, Duration::from_secs(5));
         assert!(c.dns.is_some());
+        assert!(c.metrics.is_some());
+        let c = AgentConfig::from_json(AgentConfig::EXAMPLE_ALIBABA).unwrap();
+        let CloudConfig::Alibaba(a) = &c.cloud else {
+            panic!("alibaba expected")
+        };
+        assert!(matches!(
+            a.credentials,
+            CredentialsConfig::RamRole { role: None }
+        ));
     }
 
     #[test]
     fn mistakes_are_named() {
         let err = |text: &str| AgentConfig::from_json(text).unwrap_err().to_string();
         assert!(err(r#"{"pool":{"security_groups":["sg"]},"sockett":"/x"}"#).contains("sockett"));
-        assert!(err(r#"{}"#).contains("security_groups"));
+        assert!(err(r#"{"cloud":{"provider":"alibaba"}}"#).contains("security_groups"));
+        assert!(err(r#"{"cloud":{"provider":"gcp"}}"#).contains("gcp"));
         assert!(
             err(r#"{"pool":{"security_groups":["sg"]},"socket":"rel.sock"}"#).contains("absolute")
         );
@@ -447,10 +525,8 @@ mod tests {
                 .contains("IPv4")
         );
         assert!(
-            err(
-                r#"{"pool":{"security_groups":["sg"]},"cloud":{"credentials":{"source":"magic"}}}"#
-            )
-            .contains("magic")
+            err(r#"{"cloud":{"provider":"alibaba","credentials":{"source":"magic"}}}"#)
+                .contains("magic")
         );
         assert!(
             err(r#"{"pool":{"security_groups":["sg"]},"node":{"datapath":"bridge"}}"#)

@@ -20,8 +20,8 @@ use cnikit_eni_pool::Allocation;
 use cnikit_netns_setup::{
     Netns,
     netlink::{
-        Address, Connector, Handle, MacAddr, Neighbour, NewLink, Route, RtConnector, Scope,
-        TABLE_MAIN, VethPeer,
+        Address, Connector, Handle, LinkChange, MacAddr, Neighbour, NewLink, Route, RtConnector,
+        Scope, TABLE_MAIN, VethPeer,
     },
 };
 use ipnetwork::{IpNetwork, Ipv4Network};
@@ -215,7 +215,9 @@ impl SimVpc {
                         netns: Some(self.vpc_netns.clone()),
                         mtu: None,
                         mac: None,
-                        up: true,
+                        // A veth end cannot be opened before the pair is linked (ENOTCONN);
+                        // it is brought up below.
+                        up: false,
                     },
                 })
                 .await
@@ -231,6 +233,16 @@ impl SimVpc {
                 what: format!("{vpc_name} is missing in the VPC namespace"),
                 source: "not found".into(),
             })?;
+        if !vpc_link.up {
+            self.vpc
+                .set_link(&LinkChange {
+                    index: vpc_link.index,
+                    up: Some(true),
+                    ..LinkChange::default()
+                })
+                .await
+                .map_err(nl(alloc, format!("bringing {vpc_name} up")))?;
+        }
         // The vSwitch gateway answers on every ENI's wire.
         let gateway = Address {
             index: vpc_link.index,

@@ -68,9 +68,13 @@ pub struct NetConf {
     /// MTU of the pod interface. Default: the agent's, else the ENI's.
     #[serde(default)]
     pub mtu: Option<u32>,
-    /// `tracing` filter for the plugin's stderr log (`warn` by default).
+    /// `tracing` filter for the plugin's log (`warn` by default).
     #[serde(default)]
     pub log_level: Option<String>,
+    /// Where the plugin appends its log; default: standard error (the runtime usually
+    /// discards it).
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
     /// Capability arguments the runtime passes (`runtimeConfig`); none are used yet.
     #[serde(default)]
     pub runtime_config: Option<Value>,
