@@ -193,6 +193,14 @@ impl TestNode {
         }
     }
 
+    /// Sends `signal` to the agent (e.g. SIGKILL from another thread while plugins run); call
+    /// [`TestNode::kill_agent`] afterwards to reap it.
+    pub fn signal_agent(&self, signal: Signal) {
+        if let Some(a) = &self.agent {
+            a.signal(signal);
+        }
+    }
+
     /// The agent's log so far.
     #[must_use]
     pub fn agent_output(&self) -> String {
@@ -399,4 +407,98 @@ pub fn ask(
             Err(e) => Err(e),
         }
     })
+}
+
+/// The ECS simulator over HTTP on the node's loopback, outliving agent restarts (the cloud a
+/// real agent restarts against). Stops on drop.
+#[derive(Debug)]
+pub struct HttpCloud {
+    /// The simulated region (for its call counters).
+    pub cloud: cnikit_cloud_api::sim::SimCloud,
+    /// The ECS API's base URL.
+    pub url: String,
+    /// The metadata service's base URL.
+    pub metadata_url: String,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HttpCloud {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            t.join().ok();
+        }
+    }
+}
+
+/// The access key the HTTP simulator accepts.
+pub const SIM_KEY: (&str, &str) = ("cnikit-test", "cnikit-test-secret");
+
+impl HttpCloud {
+    /// Starts the simulator in `netns` on `127.0.0.1` (a port the kernel picks).
+    ///
+    /// # Errors
+    /// When it cannot start.
+    pub fn start(netns: &TestNetns, config: cnikit_cloud_api::sim::SimConfig) -> io::Result<Self> {
+        use cnikit_cloud_api::sim::{AccessKey, HttpSim, HttpSimConfig, SimCloud};
+        let cloud = SimCloud::new(config).map_err(io::Error::other)?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let served = cloud.clone();
+        let thread = netns.spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    ready_tx.send(Err(e.to_string())).ok();
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let cfg = HttpSimConfig::new(AccessKey::new(SIM_KEY.0, SIM_KEY.1));
+                let sim = match HttpSim::start(served, cfg, ([127, 0, 0, 1], 0).into()).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        ready_tx.send(Err(e.to_string())).ok();
+                        return;
+                    }
+                };
+                ready_tx.send(Ok((sim.url(), sim.metadata_url()))).ok();
+                // Serve until the owner drops its end.
+                tokio::task::spawn_blocking(move || stop_rx.recv().ok())
+                    .await
+                    .ok();
+                sim.stop().await;
+            });
+        })?;
+        let (url, metadata_url) = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("simulator thread ended"))?
+            .map_err(io::Error::other)?;
+        Ok(Self {
+            cloud,
+            url,
+            metadata_url,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl TestNode {
+    /// Points the agent at `cloud` through the ECS client (provider `alibaba`).
+    pub fn use_http_cloud(&mut self, cloud: &HttpCloud) {
+        self.agent_config["cloud"] = json!({
+            "provider": "alibaba",
+            "region": "cn-hangzhou",
+            "endpoint": cloud.url,
+            "metadata_url": cloud.metadata_url,
+            "credentials": { "source": "static", "access_key_id": SIM_KEY.0, "access_key_secret": SIM_KEY.1 },
+        });
+        self.agent_config["pool"]["security_groups"] =
+            json!([cnikit_cloud_api::sim::DEFAULT_SECURITY_GROUP]);
+    }
 }

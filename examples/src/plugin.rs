@@ -8,7 +8,7 @@
 //! | command | steps |
 //! |---|---|
 //! | `ADD` | `allocate` → driver `setup` (idempotent, rolls back) → `wired` → result; on a failure after `allocate`: teardown and `release` |
-//! | `DEL` | `detach` → driver `teardown` (works when the netns is gone) → `release`; idempotent; without the agent it tears down from `prevResult` and reports code 11 (the address is still held) |
+//! | `DEL` | `detach` → driver `teardown` (works when the netns is gone) → `release`; idempotent; without the agent it tears down from `prevResult` and queues the release in the agent's spool directory (the agent releases it when it is back) |
 //! | `CHECK` | `check` → `prevResult`'s address = the agent's → driver `check`: every drift is reported (code 100) |
 //! | `STATUS` | `status`: code 50 when the agent is unreachable or the pool cannot serve |
 //! | `GC` | `gc` with `cni.dev/valid-attachments`; every error is reported |
@@ -245,11 +245,14 @@ impl Plugin<'_> {
             Err(e) if e.code == ErrorCode::TRY_AGAIN_LATER => (None, Some(e)),
             Err(e) => return Err(e),
         };
-        // What to tear down: the agent's record, else the previous result.
-        let pod = match (&alloc, &prev) {
-            (Some(a), _) => Some((self.pod_network(a, netns), a.datapath)),
-            (None, Some(prev)) => self.pod_from_prev(prev, netns),
-            (None, None) => None,
+        // What to tear down: the agent's record; with the agent down, the previous result (the
+        // address is still held by this attachment then, so no other pod can have it). With
+        // the agent up and no record, an earlier DEL (or GC) finished: nothing is touched, so
+        // that an address another pod holds now is never unwired.
+        let pod = match (&alloc, &prev, &agent_down) {
+            (Some(a), _, _) => Some((self.pod_network(a, netns), a.datapath)),
+            (None, Some(prev), Some(_)) => self.pod_from_prev(prev, netns),
+            _ => None,
         };
         if let Some((pod, datapath)) = &pod {
             datapath
@@ -260,11 +263,16 @@ impl Plugin<'_> {
                 .map_err(|e| wire_error(&e, "tearing down"))?;
         }
         if let Some(e) = agent_down {
-            return Err(CniError::new(
-                ErrorCode::TRY_AGAIN_LATER,
-                format!("{attachment}: torn down, but the address could not be released"),
-            )
-            .with_details(e.to_string()));
+            // The agent releases the address when it is back (before serving anything else).
+            return crate::protocol::spool_release(&self.conf.agent_socket, &attachment).map_err(
+                |io| {
+                    CniError::new(
+                        ErrorCode::TRY_AGAIN_LATER,
+                        format!("{attachment}: torn down, but the release could not be queued"),
+                    )
+                    .with_details(format!("{e}; {io}"))
+                },
+            );
         }
         match self.call(Request::Release(attachment)).await? {
             Reply::Released(_) => Ok(()),

@@ -641,6 +641,66 @@ impl AgentClient {
     }
 }
 
+/// The directory beside the agent's socket where the plugin queues releases while the agent is
+/// down (one file per attachment; the agent drains it at start and periodically).
+#[must_use]
+pub fn spool_dir(socket: &Path) -> PathBuf {
+    socket
+        .parent()
+        .unwrap_or_else(|| Path::new("/"))
+        .join("released")
+}
+
+fn spool_file(dir: &Path, key: &AttachmentKey) -> PathBuf {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    dir.join(format!(
+        "{}.{}.json",
+        clean(&key.container_id),
+        clean(&key.ifname)
+    ))
+}
+
+/// Queues the release of `key` for the agent listening on `socket` (written atomically).
+///
+/// # Errors
+/// When the spool directory cannot be written.
+pub fn spool_release(socket: &Path, key: &AttachmentKey) -> io::Result<()> {
+    let dir = spool_dir(socket);
+    std::fs::create_dir_all(&dir)?;
+    let path = spool_file(&dir, key);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(key).map_err(io::Error::other)?)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// The releases queued under `socket`'s spool directory, with their files (unreadable files
+/// are skipped and left for an operator).
+#[must_use]
+pub fn spooled_releases(socket: &Path) -> Vec<(PathBuf, AttachmentKey)> {
+    let Ok(entries) = std::fs::read_dir(spool_dir(socket)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| {
+            let key = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+            Some((p, key))
+        })
+        .collect()
+}
+
 /// Writes `message` as one JSON line.
 ///
 /// # Errors

@@ -35,6 +35,9 @@ pub struct EndpointRecord {
     /// The pod's namespace path.
     #[serde(default)]
     pub netns: Option<PathBuf>,
+    /// The ENI's interface on the node when the pod was wired.
+    #[serde(default)]
+    pub eni_interface: Option<String>,
 }
 
 /// The file format (versioned).
@@ -246,6 +249,7 @@ mod tests {
             datapath: Datapath::Veth,
             host_interface: Some("cnk0".into()),
             netns: None,
+            eni_interface: Some("eth1".into()),
         }
     }
 

@@ -278,6 +278,7 @@ impl Agent {
             config,
         });
         agent.republish().await;
+        agent.drain_released().await;
         if agent.config.catalog.is_some()
             && let Err(e) = agent.reload()
         {
@@ -314,6 +315,32 @@ impl Agent {
     #[must_use]
     pub fn simulator(&self) -> Option<&SimCloud> {
         self.simulator.as_ref()
+    }
+
+    /// Releases what plugins queued while the agent was down (`DEL` without an agent); returns
+    /// how many addresses went back. Keyed by attachment: an address another pod holds now is
+    /// never touched.
+    pub async fn drain_released(&self) -> usize {
+        let mut released = 0;
+        for (file, key) in crate::protocol::spooled_releases(&self.config.socket) {
+            let _guard = self.serialise(&key).await;
+            match self.release(&key).await {
+                Ok(r) => {
+                    released += usize::from(r);
+                    if let Err(e) = std::fs::remove_file(&file) {
+                        tracing::warn!(file = %file.display(), error = %e, "removing a spooled release");
+                    }
+                }
+                Err(e) => tracing::warn!(pod = %key, error = %e.message, "spooled release"),
+            }
+        }
+        if released > 0 {
+            tracing::info!(
+                released,
+                "released addresses of pods deleted while the agent was down"
+            );
+        }
+        released
     }
 
     /// Re-attaches the dataplane and re-publishes DNS for the pods of the records.
@@ -356,13 +383,13 @@ impl Agent {
             }
             Request::Detach(key) => {
                 let _guard = self.serialise(&key).await;
-                self.detach(&key).map(Reply::Detached)
+                self.detach(&key).await.map(Reply::Detached)
             }
             Request::Release(key) => {
                 let _guard = self.serialise(&key).await;
                 self.release(&key).await.map(Reply::Released)
             }
-            Request::Check(key) => self.check(&key).map(Reply::Checked),
+            Request::Check(key) => self.check(&key).await.map(Reply::Checked),
             Request::Gc { network, valid } => Ok(Reply::Gc(self.gc(&network, &valid).await)),
             Request::Status => Ok(Reply::Status(self.status())),
             Request::Stats => Ok(Reply::Stats(self.stats())),
@@ -449,6 +476,27 @@ impl Agent {
         Ok(self.pod_allocation(&req.network, &alloc, eni_interface, datapath))
     }
 
+    /// The node interface of `alloc`'s ENI: known from this run, else from the record, else
+    /// looked up (or re-made, in simulation).
+    async fn eni_interface(&self, alloc: &Allocation, record: Option<&EndpointRecord>) -> String {
+        if let Some(name) = lock(&self.eni_names).get(&alloc.eni_id) {
+            return name.clone();
+        }
+        if let Some(name) = record.and_then(|r| r.eni_interface.clone()) {
+            return name;
+        }
+        match self.links.ensure(alloc).await {
+            Ok(name) => {
+                lock(&self.eni_names).insert(alloc.eni_id.clone(), name.clone());
+                name
+            }
+            Err(e) => {
+                tracing::warn!(eni = %alloc.eni_id, error = %e, "ENI interface unknown");
+                alloc.eni_id.chars().take(15).collect()
+            }
+        }
+    }
+
     fn pod_allocation(
         &self,
         network: &str,
@@ -502,6 +550,7 @@ impl Agent {
             datapath: req.datapath,
             host_interface: req.host_interface.clone(),
             netns: req.netns.clone(),
+            eni_interface: lock(&self.eni_names).get(&alloc.eni_id).cloned(),
         };
         lock(&self.endpoints)
             .insert(&req.attachment, record.clone())
@@ -523,6 +572,10 @@ impl Agent {
             return Ok(());
         }
         let mut dp = lock(dp);
+        if dp.attachments().any(|(name, ..)| name == iface.as_str()) {
+            // A retried ADD or a restart with pinned links: already in place.
+            return Ok(());
+        }
         dp.attach_endpoint(iface, Placement::NodeSide, self.attach_mode)
             .map_err(|e| internal(&format!("attaching the dataplane to {iface}"), e))?;
         dp.add_endpoint(record.ipv4)
@@ -572,20 +625,20 @@ impl Agent {
         Ok(record)
     }
 
-    fn detach(&self, key: &AttachmentKey) -> Result<Option<PodAllocation>, ApiError> {
+    async fn detach(&self, key: &AttachmentKey) -> Result<Option<PodAllocation>, ApiError> {
         lock(&self.started).insert((key.clone(), false), Instant::now());
         let record = self.unpublish(key)?;
         let Some(alloc) = self.find(key) else {
             return Ok(None);
         };
-        let eni_interface = lock(&self.eni_names)
-            .get(&alloc.eni_id)
-            .cloned()
-            .unwrap_or_default();
-        let datapath = record.map_or(self.datapath, |r| r.datapath);
-        let network = "";
+        let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
+        let datapath = record.as_ref().map_or(self.datapath, |r| r.datapath);
+        let network = record
+            .as_ref()
+            .map_or("", |r| r.network.as_str())
+            .to_owned();
         Ok(Some(self.pod_allocation(
-            network,
+            &network,
             &alloc,
             eni_interface,
             datapath,
@@ -614,15 +667,12 @@ impl Agent {
         Ok(released.is_some())
     }
 
-    fn check(&self, key: &AttachmentKey) -> Result<CheckReply, ApiError> {
+    async fn check(&self, key: &AttachmentKey) -> Result<CheckReply, ApiError> {
         let alloc = self.find(key).ok_or_else(|| {
             ApiError::new(ApiErrorKind::NotFound, format!("{key} holds no address"))
         })?;
         let record = lock(&self.endpoints).get(key).cloned();
-        let eni_interface = lock(&self.eni_names)
-            .get(&alloc.eni_id)
-            .cloned()
-            .unwrap_or_default();
+        let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
         let datapath = record.as_ref().map_or(self.datapath, |r| r.datapath);
         let network = record
             .as_ref()
@@ -646,6 +696,7 @@ impl Agent {
     }
 
     async fn gc(&self, network: &str, valid: &[AttachmentKey]) -> GcReply {
+        self.drain_released().await;
         let valid: BTreeSet<&AttachmentKey> = valid.iter().collect();
         let mut reply = GcReply::default();
         for alloc in self.pool.allocations() {
@@ -662,10 +713,7 @@ impl Agent {
             if let Err(e) = self.unpublish(&key) {
                 reply.errors.push(format!("{key}: {}", e.message));
             }
-            let eni_interface = lock(&self.eni_names)
-                .get(&alloc.eni_id)
-                .cloned()
-                .unwrap_or_default();
+            let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
             let pa = self.pod_allocation(network, &alloc, eni_interface, datapath);
             let pod = pod_network(&key.container_id, &key.ifname, &pa, None, None);
             if let Err(e) = datapath.mode().driver().teardown(&self.node, &pod).await {

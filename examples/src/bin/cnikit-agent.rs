@@ -106,6 +106,17 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         socket.clone(),
         stop_rx,
     ));
+    {
+        // Releases queued by plugins while the agent was unreachable.
+        let agent = Arc::clone(&agent);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                agent.drain_released().await;
+            }
+        });
+    }
     println!("cnikit-agent ready on {}", socket.display());
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
