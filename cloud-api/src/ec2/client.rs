@@ -185,6 +185,16 @@ fn decode<T: DeserializeOwned>(action: Ec2Action, body: &[u8]) -> Result<T> {
             format!("body is not UTF-8: {:?}", excerpt(body)),
         )
     })?;
+    // The root must be `<{Action}Response>`: an HTML page or another answer would otherwise
+    // decode into an empty (defaulted) response.
+    let expected = format!("{}Response", action.as_str());
+    if root_element(text) != Some(expected.as_str()) {
+        return Err(invalid(
+            action,
+            None,
+            format!("not a {expected}: body starts {:?}", excerpt(body)),
+        ));
+    }
     quick_xml::de::from_str(text).map_err(|e| {
         invalid(
             action,
@@ -206,6 +216,22 @@ fn parse_ips<A: FromStr>(
                 .map_err(|_| invalid(action, rid.cloned(), format!("{s:?} is not an address")))
         })
         .collect()
+}
+
+/// The name of the first element of an XML document (after the declaration and comments).
+fn root_element(text: &str) -> Option<&str> {
+    let mut rest = text.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("<?") {
+            rest = r.split_once("?>")?.1.trim_start();
+        } else if let Some(r) = rest.strip_prefix("<!--") {
+            rest = r.split_once("-->")?.1.trim_start();
+        } else {
+            let r = rest.strip_prefix('<')?;
+            let end = r.find(|c: char| c.is_whitespace() || c == '>' || c == '/')?;
+            return Some(&r[..end]);
+        }
+    }
 }
 
 /// The `host[:port]` part of a URL.
@@ -1025,6 +1051,28 @@ mod tests {
         assert_eq!(
             Ec2Client::form("CreateNetworkInterface", &p),
             "Action=CreateNetworkInterface&Version=2016-11-15&TagSpecification.1.Tag.1.Key=cnikit.io%2Fpool&Description=a%20b%2Bc"
+        );
+    }
+
+    #[test]
+    fn answers_must_be_the_action_s_response() {
+        assert_eq!(
+            root_element(
+                "<?xml version=\"1.0\"?>\n<!-- x --><AResponse xmlns=\"u\"><a/></AResponse>"
+            ),
+            Some("AResponse")
+        );
+        assert_eq!(root_element("<html><body/></html>"), Some("html"));
+        assert_eq!(root_element("garbage"), None);
+        let e = decode::<wire::Ack>(Ec2Action::DeleteNetworkInterface, b"<html>503</html>")
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidResponse);
+        assert!(
+            decode::<wire::Ack>(
+                Ec2Action::DeleteNetworkInterface,
+                b"<DeleteNetworkInterfaceResponse><return>true</return></DeleteNetworkInterfaceResponse>"
+            )
+            .is_ok()
         );
     }
 

@@ -262,7 +262,6 @@ impl NetworkInterface {
 
     /// The wire form of `eni` (the simulator's EC2 front).
     #[cfg(feature = "sim")]
-    #[allow(dead_code, reason = "the simulator's EC2 front is being added")]
     pub(crate) fn from_eni(eni: &Eni) -> Self {
         let mut ips = Vec::new();
         if let Some(p) = eni.primary_ipv4 {
