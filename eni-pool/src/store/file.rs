@@ -46,9 +46,9 @@ use tokio::sync::oneshot;
 use super::{
     Change, RecordStore, Records, StoreError,
     format::{
-        LEGACY_JOURNAL_FILE, LINE_OVERHEAD, MAX_JOURNALS, STATE_FILE, create_journal, encode_changes,
-        encode_line, io_err, journal_header, journal_name, recover, replace_file, state_bytes,
-        sync_dir,
+        LEGACY_JOURNAL_FILE, LINE_OVERHEAD, MAX_JOURNALS, STATE_FILE, create_journal,
+        encode_changes, encode_line, io_err, journal_header, journal_name, recover, replace_file,
+        state_bytes, sync_dir,
     },
 };
 
@@ -109,6 +109,9 @@ struct Counters {
 
 type Answer = oneshot::Sender<Result<(), StoreError>>;
 
+/// Commits of a group with their answer channels.
+type Answered = Vec<(Vec<Change>, Answer)>;
+
 /// A commit waiting for a writer: its changes, their JSON, and where to answer.
 struct Pending {
     changes: Vec<Change>,
@@ -121,7 +124,7 @@ struct Group {
     /// Its last sequence number.
     last: u64,
     /// Its commits, once written.
-    commits: Vec<(Vec<Change>, Answer)>,
+    commits: Answered,
     /// `None` while in flight.
     outcome: Option<Result<(), String>>,
 }
@@ -232,13 +235,15 @@ impl Writer {
             }
             let cap = shared.options.journal_bytes;
             let offset = core.offsets[self.index];
-            let first_len = core.queue.front().map(|p| (p.json.len() + LINE_OVERHEAD) as u64);
+            let first_len = core
+                .queue
+                .front()
+                .map(|p| (p.json.len() + LINE_OVERHEAD) as u64);
             let full = first_len.is_some_and(|n| {
                 offset + n > cap && offset > shared.header_len && !core.snapshot_backoff
             });
             let due = core.since_snapshot >= shared.options.compact_after;
-            if core.poisoned.is_none() && (core.failed || ((full || due) && first_len.is_some()))
-            {
+            if core.poisoned.is_none() && (core.failed || ((full || due) && first_len.is_some())) {
                 core.compacting = true;
                 while !core.inflight.is_empty() {
                     core = shared.wait(core);
@@ -324,7 +329,7 @@ impl Writer {
             g.outcome = Some(written);
         }
         // Acknowledge the complete groups at the front, in order.
-        let mut answers: Vec<(Vec<(Vec<Change>, Answer)>, Result<(), String>)> = Vec::new();
+        let mut answers: Vec<(Answered, Result<(), String>)> = Vec::new();
         while core.inflight.front().is_some_and(|g| g.outcome.is_some()) {
             let Some(g) = core.inflight.pop_front() else {
                 break;
@@ -474,7 +479,11 @@ impl FileStore {
             fs::remove_file(&path).map_err(io_err("remove", &path))?;
             removed = true;
         }
-        for i in recovered.journals.iter().filter(|i| **i >= options.journals) {
+        for i in recovered
+            .journals
+            .iter()
+            .filter(|i| **i >= options.journals)
+        {
             let path = dir.join(journal_name(*i));
             fs::remove_file(&path).map_err(io_err("remove", &path))?;
             removed = true;
@@ -622,7 +631,10 @@ impl RecordStore for FileStore {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
 
     use std::net::Ipv4Addr;
 
@@ -745,12 +757,16 @@ mod tests {
             commit_all(
                 &s,
                 &rt,
-                (0..600u32).map(|i| put(u8::try_from(i % 250).unwrap())).collect(),
+                (0..600u32)
+                    .map(|i| put(u8::try_from(i % 250).unwrap()))
+                    .collect(),
             );
             let stats = s.stats();
             assert!(stats.compactions >= 2, "{stats:?}");
             assert_eq!(stats.commits, 600);
-            let size = fs::metadata(dir.path().join(journal_name(0))).unwrap().len();
+            let size = fs::metadata(dir.path().join(journal_name(0)))
+                .unwrap()
+                .len();
             assert_eq!(size, MIN_JOURNAL_BYTES, "overwritten in place, never grown");
         }
         let s = FileStore::open_with(dir.path(), options(2)).unwrap();
@@ -811,7 +827,13 @@ mod tests {
         let mut end = end_of_lines(&path);
         for (seq, acked, changes) in lines {
             let mut line = Vec::new();
-            encode_line(generation, *seq, *acked, &encode_changes(changes), &mut line);
+            encode_line(
+                generation,
+                *seq,
+                *acked,
+                &encode_changes(changes),
+                &mut line,
+            );
             data[end..end + line.len()].copy_from_slice(&line);
             end += line.len();
         }
@@ -832,7 +854,8 @@ mod tests {
             let s = FileStore::open_with(dir.path(), options(2)).unwrap();
             commit_all(&s, &rt, (0..2).map(put).collect());
         }
-        // Reopening folded those two into the snapshot.
+        // Reopening folds those two into the snapshot.
+        drop(FileStore::open_with(dir.path(), options(2)).unwrap());
         let s0 = snapshot_seq(dir.path());
         assert_eq!(s0, 2);
         // A crash while two groups were in flight: the group of commit 4 (journal 1) reached
@@ -854,8 +877,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(FileStore::open_with(dir.path(), options(2)).unwrap());
         let s0 = snapshot_seq(dir.path());
-        let gone = || vec![Change::RemoveBinding(PodKey::new("ns", "p1", "c0ffee", "eth0"))];
-        append_lines(dir.path(), 0, &[(s0 + 1, s0, put(1)), (s0 + 3, s0 + 2, put(3))]);
+        let gone = || {
+            vec![Change::RemoveBinding(PodKey::new(
+                "ns", "p1", "c0ffee", "eth0",
+            ))]
+        };
+        append_lines(
+            dir.path(),
+            0,
+            &[(s0 + 1, s0, put(1)), (s0 + 3, s0 + 2, put(3))],
+        );
         append_lines(dir.path(), 1, &[(s0 + 2, s0 + 1, gone())]);
         let s = FileStore::open_with(dir.path(), options(2)).unwrap();
         let r = rt.block_on(s.load()).unwrap();

@@ -413,11 +413,7 @@ fn replay(
                 return Err(corrupt(
                     &path,
                     Some(line_no),
-                    format!(
-                        "sequence number {} also in {}",
-                        l.seq,
-                        other.display()
-                    ),
+                    format!("sequence number {} also in {}", l.seq, other.display()),
                 ));
             }
         }
@@ -511,7 +507,10 @@ pub(super) fn state_bytes(records: &Records, generation: u64, seq: u64) -> Vec<u
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
 
     use super::*;
 
