@@ -78,7 +78,7 @@ impl Default for FileStoreOptions {
     fn default() -> Self {
         Self {
             compact_after: 65_536,
-            journals: 2,
+            journals: 1,
             journal_bytes: 16 << 20,
         }
     }
@@ -156,6 +156,21 @@ struct Core {
     poisoned: Option<String>,
 }
 
+/// Groups whose outcome is known, in sequence order, on their way to their callers.
+#[derive(Default)]
+struct Done {
+    groups: VecDeque<(Group, Result<(), String>)>,
+    /// The writers have stopped: answer what is left and stop.
+    closing: bool,
+}
+
+/// The records as of the last applied commit.
+struct Image {
+    records: Records,
+    /// Every acknowledged commit up to this sequence number is applied.
+    applied: u64,
+}
+
 struct Shared {
     dir: PathBuf,
     options: FileStoreOptions,
@@ -163,8 +178,14 @@ struct Shared {
     core: Mutex<Core>,
     /// Signalled when work is queued, a group completes or a snapshot ends.
     work: Condvar,
+    /// Handed from the writers to the acknowledger thread.
+    done: Mutex<Done>,
+    /// Signalled when `done` changes.
+    done_ready: Condvar,
     /// Every acknowledged commit applied (for loads and snapshots).
-    image: Mutex<Records>,
+    image: Mutex<Image>,
+    /// Signalled when the image catches up.
+    applied: Condvar,
     counters: Counters,
 }
 
@@ -173,8 +194,12 @@ impl Shared {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn image(&self) -> MutexGuard<'_, Records> {
+    fn image(&self) -> MutexGuard<'_, Image> {
         self.image.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn done(&self) -> MutexGuard<'_, Done> {
+        self.done.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn wait<'a>(&self, guard: MutexGuard<'a, Core>) -> MutexGuard<'a, Core> {
@@ -190,6 +215,7 @@ pub struct FileStore {
     dir: PathBuf,
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    acknowledger: Mutex<Option<JoinHandle<()>>>,
     /// Held (`flock`) until the store is dropped.
     _lock: File,
 }
@@ -328,13 +354,15 @@ impl Writer {
             g.commits = batch.into_iter().map(|p| (p.changes, p.tx)).collect();
             g.outcome = Some(written);
         }
-        // Acknowledge the complete groups at the front, in order.
-        let mut answers: Vec<(Answered, Result<(), String>)> = Vec::new();
+        // Hand the complete groups at the front, in order, to the acknowledger: this thread
+        // goes back to the queue at once, and the next sync starts while the callers of this
+        // one are woken and the image is updated.
+        let mut complete = Vec::new();
         while core.inflight.front().is_some_and(|g| g.outcome.is_some()) {
-            let Some(g) = core.inflight.pop_front() else {
+            let Some(mut g) = core.inflight.pop_front() else {
                 break;
             };
-            let outcome = match (&core.broken, g.outcome) {
+            let outcome = match (&core.broken, g.outcome.take()) {
                 (Some(why), _) => Err(format!("an earlier group failed: {why}")),
                 (None, Some(Err(why))) => {
                     core.broken = Some(why.clone());
@@ -345,29 +373,51 @@ impl Writer {
                     Ok(())
                 }
             };
-            answers.push((g.commits, outcome));
+            complete.push((g, outcome));
         }
-        if answers.is_empty() {
-            return core;
+        if !complete.is_empty() {
+            // Queued under the core lock, so that groups reach the acknowledger in order.
+            shared.done().groups.extend(complete);
+            shared.done_ready.notify_one();
+            shared.work.notify_all();
         }
-        shared.work.notify_all();
-        // Hand over to the image lock before letting go of the core lock, so that images
-        // are updated in sequence order and a snapshot waits for them.
+        core
+    }
+}
+
+/// The acknowledger thread: answers complete groups in sequence order, then applies their
+/// changes to the image (and frees them, off the writers' path).
+fn acknowledge(shared: &Shared, path: &Path) {
+    loop {
+        let groups = {
+            let mut done = shared.done();
+            while done.groups.is_empty() && !done.closing {
+                done = shared
+                    .done_ready
+                    .wait(done)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if done.groups.is_empty() {
+                return;
+            }
+            std::mem::take(&mut done.groups)
+        };
+        // Answers go out under the image lock: a caller that loads right after its commit
+        // was answered sees it.
         let mut image = shared.image();
-        drop(core);
         let mut durable = Vec::new();
-        for (commits, outcome) in answers {
+        for (group, outcome) in groups {
             let ok = outcome.is_ok();
             if ok {
                 shared
                     .counters
                     .commits
-                    .fetch_add(commits.len() as u64, Ordering::Relaxed);
+                    .fetch_add(group.commits.len() as u64, Ordering::Relaxed);
             }
-            for (changes, tx) in commits {
+            for (changes, tx) in group.commits {
                 let answer = outcome.clone().map_err(|why| StoreError::Io {
                     op: "append",
-                    path: self.path.clone(),
+                    path: path.to_owned(),
                     source: std::io::Error::other(why),
                 });
                 // A dropped receiver (caller gave up) is fine: the commit stands.
@@ -376,13 +426,15 @@ impl Writer {
                     durable.push(changes);
                 }
             }
+            if ok {
+                image.applied = group.last;
+            }
         }
-        // After answering: the image only serves loads and snapshots.
         for c in durable.iter().flatten() {
-            image.apply(c);
+            image.records.apply(c);
         }
         drop(image);
-        shared.core()
+        shared.applied.notify_all();
     }
 }
 
@@ -391,7 +443,15 @@ impl Writer {
 fn compact<'a>(shared: &'a Shared, core: MutexGuard<'a, Core>) -> MutexGuard<'a, Core> {
     let generation = core.generation + 1;
     let seq = core.acked;
-    let bytes = state_bytes(&shared.image(), generation, seq);
+    let mut image = shared.image();
+    while image.applied < seq {
+        image = shared
+            .applied
+            .wait(image)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    let bytes = state_bytes(&image.records, generation, seq);
+    drop(image);
     drop(core);
     let written = replace_file(&shared.dir, STATE_FILE, &[&bytes]);
     let mut core = shared.core();
@@ -512,7 +572,13 @@ impl FileStore {
                 poisoned: None,
             }),
             work: Condvar::new(),
-            image: Mutex::new(recovered.records),
+            done: Mutex::new(Done::default()),
+            done_ready: Condvar::new(),
+            image: Mutex::new(Image {
+                records: recovered.records,
+                applied: seq,
+            }),
+            applied: Condvar::new(),
             counters: Counters::default(),
         });
         shared.counters.compactions.fetch_add(1, Ordering::Relaxed);
@@ -534,8 +600,18 @@ impl FileStore {
             dir: dir.clone(),
             shared,
             threads: Mutex::new(Vec::new()),
+            acknowledger: Mutex::new(None),
             _lock: lock,
         };
+        let (ack_shared, ack_path) = (store.shared.clone(), dir.join(journal_name(0)));
+        let thread = std::thread::Builder::new()
+            .name("cnikit-pool-store-ack".into())
+            .spawn(move || acknowledge(&ack_shared, &ack_path))
+            .map_err(io_err("spawn acknowledger thread", &dir))?;
+        *store
+            .acknowledger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(thread);
         for w in writers {
             let index = w.index;
             let thread = std::thread::Builder::new()
@@ -584,6 +660,18 @@ impl FileStore {
                 tracing::error!("a record store writer thread panicked");
             }
         }
+        self.shared.done().closing = true;
+        self.shared.done_ready.notify_all();
+        let acknowledger = self
+            .acknowledger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = acknowledger
+            && t.join().is_err()
+        {
+            tracing::error!("the record store's acknowledger thread panicked");
+        }
     }
 }
 
@@ -605,7 +693,7 @@ impl RecordStore for FileStore {
                 return Err(StoreError::Closed);
             }
         }
-        Ok(self.shared.image().clone())
+        Ok(self.shared.image().records.clone())
     }
 
     async fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
