@@ -109,14 +109,12 @@ struct Counters {
 
 type Answer = oneshot::Sender<Result<(), StoreError>>;
 
-/// Commits of a group with their answer channels.
-type Answered = Vec<(Vec<Change>, Answer)>;
-
 /// A commit waiting for a writer: its changes, their JSON, and where to answer.
 struct Pending {
     changes: Vec<Change>,
     json: Vec<u8>,
-    tx: Answer,
+    /// Taken when answered.
+    tx: Option<Answer>,
 }
 
 /// A group of commits handed to one writer.
@@ -124,7 +122,7 @@ struct Group {
     /// Its last sequence number.
     last: u64,
     /// Its commits, once written.
-    commits: Answered,
+    commits: Vec<Pending>,
     /// `None` while in flight.
     outcome: Option<Result<(), String>>,
 }
@@ -159,8 +157,10 @@ struct Core {
 /// Groups whose outcome is known, in sequence order, on their way to their callers.
 #[derive(Default)]
 struct Done {
-    groups: VecDeque<(Group, Result<(), String>)>,
-    /// The writers have stopped: answer what is left and stop.
+    /// Acknowledged groups: the last sequence number and the commits (their changes to
+    /// apply; their encoded lines to free). Failed groups come with no changes.
+    groups: VecDeque<(u64, Vec<Pending>)>,
+    /// The writers have stopped: apply what is left and stop.
     closing: bool,
 }
 
@@ -178,7 +178,7 @@ struct Shared {
     core: Mutex<Core>,
     /// Signalled when work is queued, a group completes or a snapshot ends.
     work: Condvar,
-    /// Handed from the writers to the acknowledger thread.
+    /// Handed from the writers to the applier thread.
     done: Mutex<Done>,
     /// Signalled when `done` changes.
     done_ready: Condvar,
@@ -215,7 +215,7 @@ pub struct FileStore {
     dir: PathBuf,
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    acknowledger: Mutex<Option<JoinHandle<()>>>,
+    applier: Mutex<Option<JoinHandle<()>>>,
     /// Held (`flock`) until the store is dropped.
     _lock: File,
 }
@@ -249,8 +249,8 @@ impl Writer {
                 let why = why.clone();
                 let queued: Vec<Pending> = core.queue.drain(..).collect();
                 drop(core);
-                for p in queued {
-                    p.tx.send(Err(StoreError::Poisoned(why.clone()))).ok();
+                for tx in queued.into_iter().filter_map(|p| p.tx) {
+                    tx.send(Err(StoreError::Poisoned(why.clone()))).ok();
                 }
                 core = shared.core();
                 continue;
@@ -351,13 +351,14 @@ impl Writer {
             }
         }
         if let Some(g) = core.inflight.iter_mut().find(|g| g.last == last) {
-            g.commits = batch.into_iter().map(|p| (p.changes, p.tx)).collect();
+            g.commits = batch;
             g.outcome = Some(written);
         }
-        // Hand the complete groups at the front, in order, to the acknowledger: this thread
-        // goes back to the queue at once, and the next sync starts while the callers of this
-        // one are woken and the image is updated.
-        let mut complete = Vec::new();
+        // Answer the complete groups at the front, in order; hand their changes to the
+        // applier, so that this thread goes back to the queue at once (the image is updated
+        // and the buffers freed while the next sync runs).
+        let mut answers = Vec::new();
+        let mut applied = Vec::new();
         while core.inflight.front().is_some_and(|g| g.outcome.is_some()) {
             let Some(mut g) = core.inflight.pop_front() else {
                 break;
@@ -373,21 +374,46 @@ impl Writer {
                     Ok(())
                 }
             };
-            complete.push((g, outcome));
+            let mut commits = g.commits;
+            answers.extend(
+                commits
+                    .iter_mut()
+                    .filter_map(|p| p.tx.take().map(|tx| (tx, outcome.clone()))),
+            );
+            if outcome.is_err() {
+                commits.iter_mut().for_each(|p| p.changes.clear());
+            }
+            applied.push((g.last, commits));
         }
-        if !complete.is_empty() {
-            // Queued under the core lock, so that groups reach the acknowledger in order.
-            shared.done().groups.extend(complete);
-            shared.done_ready.notify_one();
-            shared.work.notify_all();
+        if applied.is_empty() {
+            return core;
         }
-        core
+        // Queued under the core lock, so that groups reach the applier in order.
+        shared.done().groups.extend(applied);
+        shared.done_ready.notify_one();
+        shared.work.notify_all();
+        drop(core);
+        let count = answers.iter().filter(|(_, o)| o.is_ok()).count();
+        shared
+            .counters
+            .commits
+            .fetch_add(count as u64, Ordering::Relaxed);
+        for (tx, outcome) in answers {
+            let answer = outcome.map_err(|why| StoreError::Io {
+                op: "append",
+                path: self.path.clone(),
+                source: std::io::Error::other(why),
+            });
+            // A dropped receiver (caller gave up) is fine: the commit stands.
+            tx.send(answer).ok();
+        }
+        shared.core()
     }
 }
 
-/// The acknowledger thread: answers complete groups in sequence order, then applies their
-/// changes to the image (and frees them, off the writers' path).
-fn acknowledge(shared: &Shared, path: &Path) {
+/// The applier thread: applies acknowledged commits to the image in sequence order (and
+/// frees them, off the writers' path).
+fn apply_acknowledged(shared: &Shared) {
     loop {
         let groups = {
             let mut done = shared.done();
@@ -402,39 +428,18 @@ fn acknowledge(shared: &Shared, path: &Path) {
             }
             std::mem::take(&mut done.groups)
         };
-        // Answers go out under the image lock: a caller that loads right after its commit
-        // was answered sees it.
         let mut image = shared.image();
-        let mut durable = Vec::new();
-        for (group, outcome) in groups {
-            let ok = outcome.is_ok();
-            if ok {
-                shared
-                    .counters
-                    .commits
-                    .fetch_add(group.commits.len() as u64, Ordering::Relaxed);
-            }
-            for (changes, tx) in group.commits {
-                let answer = outcome.clone().map_err(|why| StoreError::Io {
-                    op: "append",
-                    path: path.to_owned(),
-                    source: std::io::Error::other(why),
-                });
-                // A dropped receiver (caller gave up) is fine: the commit stands.
-                tx.send(answer).ok();
-                if ok {
-                    durable.push(changes);
+        for (last, commits) in &groups {
+            for p in commits {
+                for c in &p.changes {
+                    image.records.apply(c);
                 }
             }
-            if ok {
-                image.applied = group.last;
-            }
-        }
-        for c in durable.iter().flatten() {
-            image.records.apply(c);
+            image.applied = image.applied.max(*last);
         }
         drop(image);
         shared.applied.notify_all();
+        drop(groups);
     }
 }
 
@@ -600,18 +605,15 @@ impl FileStore {
             dir: dir.clone(),
             shared,
             threads: Mutex::new(Vec::new()),
-            acknowledger: Mutex::new(None),
+            applier: Mutex::new(None),
             _lock: lock,
         };
-        let (ack_shared, ack_path) = (store.shared.clone(), dir.join(journal_name(0)));
+        let applier = store.shared.clone();
         let thread = std::thread::Builder::new()
-            .name("cnikit-pool-store-ack".into())
-            .spawn(move || acknowledge(&ack_shared, &ack_path))
-            .map_err(io_err("spawn acknowledger thread", &dir))?;
-        *store
-            .acknowledger
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(thread);
+            .name("cnikit-pool-store-apply".into())
+            .spawn(move || apply_acknowledged(&applier))
+            .map_err(io_err("spawn applier thread", &dir))?;
+        *store.applier.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
         for w in writers {
             let index = w.index;
             let thread = std::thread::Builder::new()
@@ -662,15 +664,15 @@ impl FileStore {
         }
         self.shared.done().closing = true;
         self.shared.done_ready.notify_all();
-        let acknowledger = self
-            .acknowledger
+        let applier = self
+            .applier
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(t) = acknowledger
+        if let Some(t) = applier
             && t.join().is_err()
         {
-            tracing::error!("the record store's acknowledger thread panicked");
+            tracing::error!("the record store's applier thread panicked");
         }
     }
 }
@@ -684,7 +686,7 @@ impl Drop for FileStore {
 #[async_trait]
 impl RecordStore for FileStore {
     async fn load(&self) -> Result<Records, StoreError> {
-        {
+        let acked = {
             let core = self.shared.core();
             if let Some(why) = &core.poisoned {
                 return Err(StoreError::Poisoned(why.clone()));
@@ -692,8 +694,19 @@ impl RecordStore for FileStore {
             if core.closing {
                 return Err(StoreError::Closed);
             }
+            core.acked
+        };
+        // Every commit answered before this call is applied (or about to be: the applier
+        // runs while the writers go on). Loads are rare (at start); waiting here is fine.
+        let mut image = self.shared.image();
+        while image.applied < acked {
+            image = self
+                .shared
+                .applied
+                .wait(image)
+                .unwrap_or_else(PoisonError::into_inner);
         }
-        Ok(self.shared.image().records.clone())
+        Ok(image.records.clone())
     }
 
     async fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
@@ -708,7 +721,11 @@ impl RecordStore for FileStore {
                 return Err(StoreError::Poisoned(why.clone()));
             }
             let was_empty = core.queue.is_empty();
-            core.queue.push_back(Pending { changes, json, tx });
+            core.queue.push_back(Pending {
+                changes,
+                json,
+                tx: Some(tx),
+            });
             if was_empty {
                 self.shared.work.notify_one();
             }
