@@ -1111,4 +1111,200 @@ mod tests {
         let s = FileStore::open_with(dir.path(), options(2)).unwrap();
         assert_eq!(rt.block_on(s.load()).unwrap().bindings.len(), 200);
     }
+
+    /// The end offset of every line of the current generation in a journal, in order.
+    fn line_ends(path: &Path) -> Vec<usize> {
+        let data = fs::read(path).unwrap();
+        let end = end_of_lines(path);
+        let header = data.iter().position(|b| *b == b'\n').unwrap() + 1;
+        (header..end)
+            .filter(|i| data[*i] == b'\n')
+            .map(|i| i + 1)
+            .collect()
+    }
+
+    fn generation(dir: &Path) -> u64 {
+        let state: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join(STATE_FILE)).unwrap()).unwrap();
+        state["generation"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn zeroes_and_lines_of_older_generations_end_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        {
+            let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+            commit_all(&s, &rt, (0..4).map(put).collect());
+        }
+        let journal = dir.path().join(journal_name(0));
+        let end = end_of_lines(&journal);
+        let data = fs::read(&journal).unwrap();
+        assert!(
+            data[end..].iter().all(|b| *b == 0),
+            "the preallocated tail is zeroes"
+        );
+        // A valid line of an older generation right after the current ones (what a journal
+        // that started over holds): it ends the journal, it is not corruption, even with a
+        // sequence number that would follow and an `acked` that looks later.
+        let current = generation(dir.path());
+        let mut stale = Vec::new();
+        encode_line(current - 1, 5, 5, &encode_changes(&put(9)), &mut stale);
+        let mut bytes = data.clone();
+        bytes[end..end + stale.len()].copy_from_slice(&stale);
+        fs::write(&journal, &bytes).unwrap();
+        let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+        let r = rt.block_on(s.load()).unwrap();
+        assert_eq!(r.bindings.len(), 4);
+        assert!(
+            !r.bindings
+                .contains_key(&PodKey::new("ns", "p9", "c0ffee", "eth0"))
+        );
+        drop(s);
+        // Reopening started a new generation: the journal is overwritten from its start,
+        // and what it held before is stale (its bindings are in the snapshot).
+        let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+        commit_all(&s, &rt, vec![put(5)]);
+        drop(s);
+        assert_eq!(line_ends(&journal).len(), 1, "one current line");
+        let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+        assert_eq!(rt.block_on(s.load()).unwrap().bindings.len(), 5);
+    }
+
+    #[test]
+    fn a_line_half_written_over_stale_lines_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        {
+            let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+            commit_all(&s, &rt, (0..6).map(put).collect());
+        }
+        // Reopen (new generation) and commit two: they overwrite the first two old lines.
+        {
+            let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+            commit_all(
+                &s,
+                &rt,
+                vec![
+                    vec![Change::RemoveBinding(PodKey::new(
+                        "ns", "p0", "c0ffee", "eth0",
+                    ))],
+                    put(7),
+                ],
+            );
+        }
+        let journal = dir.path().join(journal_name(0));
+        let ends = line_ends(&journal);
+        assert_eq!(ends.len(), 2);
+        // A third commit's write was cut after 100 bytes (the rest is what the older
+        // generation had there), and a sector of the second one's line never reached the
+        // disk (zeroes in its middle): neither was acknowledged.
+        let mut data = fs::read(&journal).unwrap();
+        let mut cut = Vec::new();
+        encode_line(
+            generation(dir.path()),
+            99,
+            98,
+            &encode_changes(&put(8)),
+            &mut cut,
+        );
+        data[ends[1]..ends[1] + 100].copy_from_slice(&cut[..100]);
+        data[ends[0] + 20..ends[0] + 60].fill(0);
+        fs::write(&journal, &data).unwrap();
+        let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+        let r = rt.block_on(s.load()).unwrap();
+        // p0 removed (the first line), p7's commit torn: p1..p5.
+        assert_eq!(r.bindings.len(), 5, "{:?}", r.bindings.keys());
+        assert!(
+            !r.bindings
+                .contains_key(&PodKey::new("ns", "p0", "c0ffee", "eth0"))
+        );
+    }
+
+    #[test]
+    fn a_snapshot_newer_than_the_journal_wins() {
+        // A crash right after a snapshot was made durable: every journal line is older.
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        {
+            let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+            commit_all(&s, &rt, (0..3).map(put).collect());
+        }
+        let next = generation(dir.path()) + 1;
+        let only = Records {
+            bindings: [(PodKey::new("ns", "p2", "c0ffee", "eth0"), binding("p2", 3))].into(),
+            ..Records::default()
+        };
+        fs::write(dir.path().join(STATE_FILE), state_bytes(&only, next, 3)).unwrap();
+        let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+        assert_eq!(rt.block_on(s.load()).unwrap(), only);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 24,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// A crash cuts the journal anywhere after what was acknowledged: the lines wholly
+        /// before the cut are recovered, exactly, and nothing else.
+        #[test]
+        fn recovery_after_a_cut_is_the_prefix_of_whole_lines(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u8..6), 1..12),
+            cut in 0.0f64..1.0,
+            stale_after in proptest::bool::ANY,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let rt = rt();
+            let commits: Vec<Vec<Change>> = ops
+                .iter()
+                .map(|(remove, i)| {
+                    if *remove {
+                        vec![Change::RemoveBinding(PodKey::new("ns", format!("p{i}"), "c0ffee", "eth0"))]
+                    } else {
+                        put(*i)
+                    }
+                })
+                .collect();
+            if stale_after {
+                // Older lines behind the current ones (a journal that started over).
+                let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+                commit_all(&s, &rt, (0..12).map(|i| put(i + 20)).collect());
+                drop(s);
+                let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+                commit_all(&s, &rt, (0..12).map(|i| vec![Change::RemoveBinding(PodKey::new("ns", format!("p{}", i + 20), "c0ffee", "eth0"))]).collect());
+            }
+            let base = {
+                let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+                let base = rt.block_on(s.load()).unwrap();
+                commit_all(&s, &rt, commits.clone());
+                base
+            };
+            let journal = dir.path().join(journal_name(0));
+            let ends = line_ends(&journal);
+            proptest::prop_assert_eq!(ends.len(), commits.len());
+            let start = fs::read(&journal).unwrap().iter().position(|b| *b == b'\n').unwrap() + 1;
+            let last = *ends.last().unwrap();
+            // The cut falls in the last line's bytes or later (a crash only cuts what was not
+            // acknowledged yet): zeroes or older bytes from there to the end of that line.
+            let first = if ends.len() > 1 { ends[ends.len() - 2] } else { start };
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "a fraction of a small length")]
+            let at = first + ((last - first) as f64 * cut) as usize;
+            let mut data = fs::read(&journal).unwrap();
+            data[at..last].fill(0);
+            fs::write(&journal, &data).unwrap();
+            let whole = if at == last { commits.len() } else { commits.len() - 1 };
+            let mut expected = base;
+            for c in commits.iter().take(whole).flatten() {
+                expected.apply(c);
+            }
+            let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+            proptest::prop_assert_eq!(rt.block_on(s.load()).unwrap(), expected.clone());
+            drop(s);
+            // And again: recovery is stable across reopenings.
+            let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+            proptest::prop_assert_eq!(rt.block_on(s.load()).unwrap(), expected);
+        }
+    }
 }
