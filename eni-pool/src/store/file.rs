@@ -1,22 +1,29 @@
-//! A record store in a directory: a snapshot plus journals written in place, with pipelined
-//! group commit.
+//! A record store in a directory: a snapshot plus journals overwritten in place, with group
+//! commit.
 //!
 //! The format is described in the `format` module: `state.json` (the snapshot, replaced
 //! atomically), `journal.0` … `journal.N-1` (preallocated, zero-filled files overwritten in
-//! place, one per writer thread) and `LOCK` (held with `flock` while a process has the store
-//! open). Version 1 directories (one append-only `journal`) are read and converted at open.
+//! place, one per writer thread; one by default) and `LOCK` (held with `flock` while a process
+//! has the store open). Version 1 directories (one append-only `journal`) are read and
+//! converted at open.
 //!
-//! Each writer thread takes every commit queued since it last looked, gives them the next
-//! sequence numbers, writes them to its own file with one `pwrite` and makes them durable
-//! with one `fdatasync` (group commit). With two writers (the default) a second group is
-//! written and synced while the first is still syncing, so a commit that arrives during a
-//! sync does not wait for that sync to end before its own starts. Groups are acknowledged
-//! in sequence order, each once it and every earlier group are durable: what is durable and
-//! acknowledged is always a prefix of the sequence, as with a single journal.
+//! A writer thread takes every commit queued since it last looked, gives them the next
+//! sequence numbers, writes them to its file with one `pwrite` and makes them durable with
+//! one `fdatasync` (group commit), answers them, and goes straight back to the queue: an
+//! applier thread updates the in-memory image (for loads and snapshots) and frees the
+//! commits while the next sync runs. Groups are acknowledged in sequence order, each once it
+//! and every earlier group are durable, so what is durable and acknowledged is always a
+//! prefix of the sequence.
 //!
 //! Overwriting blocks that already hold data (the zeroes written when a journal file is
 //! created) changes no file size and no block map, so `fdatasync` flushes the data alone
-//! instead of also committing the file system's metadata journal.
+//! instead of also committing the file system's metadata journal (on ext4 about half the
+//! cost of an append's; `docs/benchmarks.md`).
+//!
+//! With [`FileStoreOptions::journals`] above 1, that many writers each own a file and their
+//! groups are written and synced concurrently (a group starts while the previous one is
+//! still syncing). On the virtio disk we measured, concurrent syncs were slower than one
+//! sync at a time, so the default is one.
 //!
 //! When a journal file is full (or `compact_after` commits were written) the writers pause,
 //! the records are written as a new snapshot of the next generation, and every journal file
@@ -26,7 +33,8 @@
 //! order up to the first missing number. A commit cut by a crash was never acknowledged and
 //! is dropped with whatever follows it; a line that says a missing commit had been
 //! acknowledged, and any other malformed content, is [`StoreError::Corrupt`] and the files
-//! are left as they are.
+//! are left as they are. Every open then writes a snapshot of a new generation, so lines a
+//! crash left behind can never be mistaken for later ones.
 
 use std::{
     collections::VecDeque,
@@ -66,7 +74,8 @@ pub struct FileStoreOptions {
     /// journals start over. Default 65536.
     pub compact_after: usize,
     /// Journal files, one per writer thread: how many commit groups may be written and
-    /// synced at once. Default 2; clamped to 1..=16.
+    /// synced at once. Default 1 (concurrent syncs measured slower on a virtio disk); clamped
+    /// to 1..=16.
     pub journals: usize,
     /// The size of each journal file, written with zeroes when it is created; the records
     /// are folded into a new snapshot when one is full. Default 16 MiB (about 40,000
