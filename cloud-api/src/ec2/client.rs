@@ -204,18 +204,23 @@ fn decode<T: DeserializeOwned>(action: Ec2Action, body: &[u8]) -> Result<T> {
     })
 }
 
-fn parse_ips<A: FromStr>(
+fn parse_ips<A: FromStr + PartialEq>(
     action: Ec2Action,
     rid: Option<&String>,
     ips: &[String],
 ) -> Result<Vec<A>> {
-    ips.iter()
-        .map(|s| {
-            s.trim()
-                .parse()
-                .map_err(|_| invalid(action, rid.cloned(), format!("{s:?} is not an address")))
-        })
-        .collect()
+    let mut out: Vec<A> = Vec::with_capacity(ips.len());
+    for s in ips {
+        let ip: A = s
+            .trim()
+            .parse()
+            .map_err(|_| invalid(action, rid.cloned(), format!("{s:?} is not an address")))?;
+        // An address listed twice is one address.
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
 }
 
 /// The name of the first element of an XML document (after the declaration and comments).

@@ -192,17 +192,20 @@ impl NetworkInterface {
             let ip: Ipv4Addr = parse_addr("privateIpAddress", &p.private_ip_address)?;
             if p.primary {
                 primary_ipv4 = Some(ip);
-            } else if Some(ip) != primary_ipv4 {
+            } else if Some(ip) != primary_ipv4 && !secondary_ipv4.contains(&ip) {
+                // An address listed twice is one address (moto has been seen to list one
+                // twice after a count assign); counting it twice would overfill the ENI.
                 secondary_ipv4.push(ip);
             }
         }
         secondary_ipv4.retain(|ip| Some(*ip) != primary_ipv4);
-        let ipv6 = self
-            .ipv6_addresses_set
-            .item
-            .iter()
-            .map(|i| parse_addr::<Ipv6Addr>("ipv6Address", &i.ipv6_address))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut ipv6: Vec<Ipv6Addr> = Vec::new();
+        for i in &self.ipv6_addresses_set.item {
+            let ip = parse_addr("ipv6Address", &i.ipv6_address)?;
+            if !ipv6.contains(&ip) {
+                ipv6.push(ip);
+            }
+        }
         let attachment_status = self
             .attachment
             .as_ref()
@@ -596,6 +599,38 @@ mod tests {
         assert_eq!(eni.tags["cnikit.io/pool"], "cnikit");
         assert_eq!(eni.security_group_ids, vec!["sg-1a2b3c4d".to_owned()]);
         assert_eq!(eni.description, None);
+    }
+
+    #[test]
+    fn an_address_listed_twice_counts_once() {
+        let xml = r#"<DescribeNetworkInterfacesResponse>
+  <requestId>r-1</requestId>
+  <networkInterfaceSet>
+    <item>
+      <networkInterfaceId>eni-1</networkInterfaceId>
+      <macAddress>02:00:00:00:00:01</macAddress>
+      <status>in-use</status>
+      <privateIpAddress>198.18.1.4</privateIpAddress>
+      <privateIpAddressesSet>
+        <item><privateIpAddress>198.18.1.4</privateIpAddress><primary>true</primary></item>
+        <item><privateIpAddress>198.18.1.5</privateIpAddress><primary>false</primary></item>
+        <item><privateIpAddress>198.18.1.6</privateIpAddress><primary>false</primary></item>
+        <item><privateIpAddress>198.18.1.5</privateIpAddress><primary>false</primary></item>
+      </privateIpAddressesSet>
+      <ipv6AddressesSet>
+        <item><ipv6Address>2001:db8::1</ipv6Address></item>
+        <item><ipv6Address>2001:db8::1</ipv6Address></item>
+      </ipv6AddressesSet>
+    </item>
+  </networkInterfaceSet>
+</DescribeNetworkInterfacesResponse>"#;
+        let r: DescribeEnisResponse = quick_xml::de::from_str(xml).unwrap();
+        let eni = r.set.item.into_iter().next().unwrap().into_eni().unwrap();
+        assert_eq!(
+            eni.secondary_ipv4,
+            vec![Ipv4Addr::new(198, 18, 1, 5), Ipv4Addr::new(198, 18, 1, 6)]
+        );
+        assert_eq!(eni.ipv6, vec!["2001:db8::1".parse::<Ipv6Addr>().unwrap()]);
     }
 
     #[test]
