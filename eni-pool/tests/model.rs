@@ -11,7 +11,7 @@
 //! - cloud calls are bounded, and a settled pool stays (almost) silent.
 //!
 //! Every case runs on both providers over the same simulated cloud: the ECS simulator in
-//! process, and the EC2 client (SigV4, Query parameters, XML, EC2 error codes, device indices)
+//! process, and the EC2 client (`SigV4`, Query parameters, XML, EC2 error codes, device indices)
 //! through the simulator's in-process EC2 front (`SimEc2`).
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 256).
