@@ -57,7 +57,8 @@ pub struct Ec2Config {
     /// Largest response body accepted (default 8 MiB).
     pub max_response_bytes: usize,
     /// How long a device index chosen for an attach stays reserved until a describe shows the
-    /// attachment (default 60 s): concurrent attaches never pick the same index.
+    /// attachment, and how long a described set of indices is reused (default 10 s): concurrent
+    /// attaches never pick the same index, and a burst of attaches costs one describe.
     pub device_index_hold: Duration,
 }
 
@@ -74,7 +75,7 @@ impl Ec2Config {
             rate_limits: RateLimits::ec2_published(),
             page_size: 1000,
             max_response_bytes: 8 << 20,
-            device_index_hold: Duration::from_secs(60),
+            device_index_hold: Duration::from_secs(10),
         }
     }
 
@@ -115,8 +116,15 @@ impl Ec2Config {
     }
 }
 
-/// Device index → (ENI, reserved since) on one instance.
-type Reservations = BTreeMap<u32, (String, Instant)>;
+/// Device indices of one instance: the last described ones, and the ones this client picked
+/// for attaches a describe has not shown yet.
+#[derive(Debug, Default)]
+struct DeviceIndices {
+    /// When described, and the indices in use then.
+    seen: Option<(Instant, BTreeSet<u32>)>,
+    /// Index → (ENI, reserved since).
+    reserved: BTreeMap<u32, (String, Instant)>,
+}
 
 struct Inner {
     cfg: Ec2Config,
@@ -127,9 +135,10 @@ struct Inner {
     credentials: Arc<dyn CredentialsProvider>,
     limiter: RateLimiter,
     limits_cache: Mutex<HashMap<String, InstanceLimits>>,
-    /// Device indices picked for attaches not yet seen in a describe: instance → index → (ENI,
-    /// since).
-    reserved: Mutex<HashMap<String, Reservations>>,
+    /// Device indices by instance.
+    indices: Mutex<HashMap<String, DeviceIndices>>,
+    /// Held while describing an instance's device indices.
+    describing: tokio::sync::Mutex<()>,
 }
 
 /// The AWS EC2 client. Cheap to clone.
@@ -326,7 +335,8 @@ impl Ec2Client {
                 transport,
                 credentials,
                 limits_cache: Mutex::new(HashMap::new()),
-                reserved: Mutex::new(HashMap::new()),
+                indices: Mutex::new(HashMap::new()),
+                describing: tokio::sync::Mutex::new(()),
                 cfg,
             }),
         })
@@ -515,41 +525,110 @@ impl Ec2Client {
     /// The lowest device index (≥ 1) neither attached on `instance` nor reserved, reserved for
     /// `eni_id`.
     async fn pick_device_index(&self, instance: &str, eni_id: &str) -> Result<u32> {
-        let attached = self.list_instance_enis(instance).await?;
-        let now = Instant::now();
         let hold = self.inner.cfg.device_index_hold;
-        let mut reserved = self
-            .inner
-            .reserved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mine = reserved.entry(instance.to_owned()).or_default();
-        let mut used: BTreeSet<u32> = BTreeSet::new();
-        for e in &attached {
-            if let Some(i) = e.attachment.as_ref().and_then(|a| a.device_index) {
-                used.insert(i);
-                // Seen: the reservation has done its job.
-                if mine.get(&i).is_some_and(|(id, _)| *id == e.id) {
-                    mine.remove(&i);
+        let fresh = |d: &DeviceIndices, now: Instant| {
+            d.seen
+                .as_ref()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) < hold)
+        };
+        let cached = |now| {
+            self.inner
+                .indices
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(instance)
+                .is_some_and(|d| fresh(d, now))
+        };
+        if !cached(Instant::now()) {
+            // One describe serves every attach waiting for it (a burst attaches several).
+            let _one = self.inner.describing.lock().await;
+            if !cached(Instant::now()) {
+                let attached = self.list_instance_enis(instance).await?;
+                let mut all = self
+                    .inner
+                    .indices
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let d = all.entry(instance.to_owned()).or_default();
+                let mut used = BTreeSet::new();
+                for e in &attached {
+                    if let Some(i) = e.attachment.as_ref().and_then(|a| a.device_index) {
+                        used.insert(i);
+                        // Seen: the reservation has done its job.
+                        if d.reserved.get(&i).is_some_and(|(id, _)| *id == e.id) {
+                            d.reserved.remove(&i);
+                        }
+                    }
                 }
+                d.seen = Some((Instant::now(), used));
             }
         }
-        mine.retain(|_, (_, since)| now.saturating_duration_since(*since) < hold);
-        used.extend(mine.keys().copied());
+        let now = Instant::now();
+        let mut all = self
+            .inner
+            .indices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let d = all.entry(instance.to_owned()).or_default();
+        d.reserved
+            .retain(|_, (_, since)| now.saturating_duration_since(*since) < hold);
+        let used: BTreeSet<u32> = d
+            .seen
+            .iter()
+            .flat_map(|(_, u)| u.iter().copied())
+            .chain(d.reserved.keys().copied())
+            .collect();
         let index = (1u32..).find(|i| !used.contains(i)).unwrap_or(1);
-        mine.insert(index, (eni_id.to_owned(), now));
+        d.reserved.insert(index, (eni_id.to_owned(), now));
         Ok(index)
     }
 
-    fn release_device_index(&self, instance: &str, index: u32) {
-        if let Some(m) = self
+    /// Forgets the instance's cached device indices (after a detach or a refused index), and
+    /// the reservation of `index` when given.
+    fn forget_device_indices(&self, instance: &str, index: Option<u32>) {
+        if let Some(d) = self
             .inner
-            .reserved
+            .indices
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(instance)
         {
-            m.remove(&index);
+            d.seen = None;
+            if let Some(i) = index {
+                d.reserved.remove(&i);
+            }
+        }
+    }
+
+    /// `AttachNetworkInterface` at `index`; a state error after a lost answer is reconciled.
+    async fn attach_at(&self, request: &AttachEniRequest, index: u32) -> Result<()> {
+        let action = Ec2Action::AttachNetworkInterface;
+        let instance = request.instance_id.as_str();
+        let mut p = Params::default();
+        p.push("NetworkInterfaceId", &request.eni_id)
+            .push("InstanceId", instance)
+            .push("DeviceIndex", index)
+            .push_opt("NetworkCardIndex", request.network_card_index);
+        match self
+            .execute(action, &p, |e| e.kind() == ErrorKind::InvalidState)
+            .await
+        {
+            Ok(body) => decode::<wire::AttachResponse>(action, &body).map(drop),
+            // A retried attach whose first attempt went through sees the ENI in use.
+            Err(e) if e.kind() == ErrorKind::InvalidState => {
+                self.reconcile(
+                    &request.eni_id,
+                    |eni| {
+                        eni.is_some_and(|eni| {
+                            eni.instance_id() == Some(instance)
+                                && matches!(eni.status, EniStatus::Attaching | EniStatus::InUse)
+                        })
+                    },
+                    e,
+                )
+                .await
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -788,45 +867,29 @@ impl CloudProvider for Ec2Client {
     }
 
     async fn attach_eni(&self, request: &AttachEniRequest) -> Result<()> {
-        let action = Ec2Action::AttachNetworkInterface;
         let instance = request.instance_id.as_str();
-        let (index, picked) = match request.device_index {
-            Some(i) => (i, false),
-            None => (
-                self.pick_device_index(instance, &request.eni_id).await?,
-                true,
-            ),
+        let Some(index) = request.device_index else {
+            let index = self.pick_device_index(instance, &request.eni_id).await?;
+            return match self.attach_at(request, index).await {
+                // Somebody else took the index since it was described: describe again, once.
+                Err(e) if e.code() == Some(codes::INVALID_PARAMETER_VALUE) => {
+                    tracing::debug!(error = %e, index, "device index refused; describing again");
+                    self.forget_device_indices(instance, Some(index));
+                    let index = self.pick_device_index(instance, &request.eni_id).await?;
+                    let r = self.attach_at(request, index).await;
+                    if r.is_err() {
+                        self.forget_device_indices(instance, Some(index));
+                    }
+                    r
+                }
+                Err(e) => {
+                    self.forget_device_indices(instance, Some(index));
+                    Err(e)
+                }
+                Ok(()) => Ok(()),
+            };
         };
-        let mut p = Params::default();
-        p.push("NetworkInterfaceId", &request.eni_id)
-            .push("InstanceId", instance)
-            .push("DeviceIndex", index)
-            .push_opt("NetworkCardIndex", request.network_card_index);
-        let result = match self
-            .execute(action, &p, |e| e.kind() == ErrorKind::InvalidState)
-            .await
-        {
-            Ok(body) => decode::<wire::AttachResponse>(action, &body).map(drop),
-            // A retried attach whose first attempt went through sees the ENI in use.
-            Err(e) if e.kind() == ErrorKind::InvalidState => {
-                self.reconcile(
-                    &request.eni_id,
-                    |eni| {
-                        eni.is_some_and(|eni| {
-                            eni.instance_id() == Some(instance)
-                                && matches!(eni.status, EniStatus::Attaching | EniStatus::InUse)
-                        })
-                    },
-                    e,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() && picked {
-            self.release_device_index(instance, index);
-        }
-        result
+        self.attach_at(request, index).await
     }
 
     async fn detach_eni(&self, request: &DetachEniRequest) -> Result<()> {
@@ -856,6 +919,7 @@ impl CloudProvider for Ec2Client {
                 }
             }
         };
+        self.forget_device_indices(instance, None);
         let mut p = Params::default();
         p.push("AttachmentId", &attachment_id);
         match self
