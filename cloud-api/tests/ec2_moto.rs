@@ -365,3 +365,27 @@ fn provider_config_connects_to_moto() {
         assert!(bad.is_err(), "unknown keys are refused");
     });
 }
+
+#[test]
+fn provider_config_reads_identity_and_role_from_moto_metadata() {
+    let Some(moto) = moto("provider_config_reads_identity_and_role_from_moto_metadata") else {
+        return;
+    };
+    run(async {
+        // moto serves EC2 and a small metadata service (an IMDSv2 token, placement, the
+        // instance profile's role) on the same port.
+        let json = format!(
+            r#"{{"endpoint": "{url}", "imds_endpoint": "{base}",
+                "credentials": {{"source": "instance_profile"}}}}"#,
+            url = moto.url(),
+            base = moto.url().trim_end_matches('/'),
+        );
+        let cfg: Ec2ProviderConfig = serde_json::from_str(&json).unwrap();
+        let p = cfg.connect().await.unwrap();
+        assert_eq!(p.region, "us-east-1");
+        assert!(!p.instance_id.is_empty());
+        // Signed with the role's session credentials, EC2 answers.
+        let limits = p.client.instance_limits(TYPE).await.unwrap();
+        assert_eq!(limits.max_enis, 3);
+    });
+}
