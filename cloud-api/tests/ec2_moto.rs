@@ -8,47 +8,29 @@
 
 use std::{
     net::Ipv4Addr,
-    sync::{
-        Arc,
-        atomic::{AtomicU8, Ordering},
-    },
+    sync::atomic::{AtomicU8, Ordering},
     time::Duration,
 };
 
 use cnikit_cloud_api::{
     AssignIpsRequest, AttachEniRequest, CloudProvider, CreateEniRequest, DetachEniRequest,
     EniFilter, EniKind, EniStatus, ErrorKind, WaitOptions, WaitTarget,
-    credentials::{Credentials, StaticCredentials},
-    ec2::{Ec2Client, Ec2Config, Ec2ProviderConfig, codes, testbed::Testbed},
-    ecs::RetryPolicy,
+    ec2::{
+        Ec2Client, Ec2ProviderConfig, codes,
+        testbed::{self, Testbed},
+    },
 };
-use cnikit_test_support::{moto::MotoServer, privilege};
+use cnikit_test_support::moto::MotoServer;
 
 /// moto's `m5.large`: 3 ENIs of 10 IPv4 and 10 IPv6 addresses.
 const TYPE: &str = "m5.large";
 
 fn moto(test: &str) -> Option<&'static MotoServer> {
-    let server = MotoServer::available().and_then(|()| MotoServer::shared());
-    let ok = privilege::check(
-        test,
-        "moto_server (pip install moto[server], scripts/setup.sh)",
-        server.as_ref().map(|_| ()),
-    );
-    ok.then(|| server.ok()).flatten()
+    MotoServer::shared_for(test)
 }
 
 fn client(moto: &MotoServer) -> Ec2Client {
-    let mut retry = RetryPolicy::default();
-    retry.deadline = Duration::from_secs(20);
-    Ec2Client::new(
-        Ec2Config::new("us-east-1")
-            .with_endpoint(moto.url())
-            .with_retry(retry),
-        Arc::new(StaticCredentials::new(Credentials::new(
-            "testing", "testing",
-        ))),
-    )
-    .unwrap()
+    testbed::client_for(&moto.url()).unwrap()
 }
 
 /// A fresh VPC per test (subnet numbers differ so logs tell them apart).

@@ -1,8 +1,34 @@
 //! A small EC2 world for tests against an EC2-compatible server (moto): a VPC, a subnet, a
 //! security group and one running instance, made with [`Ec2Client::call`].
 
-use super::Ec2Client;
-use crate::error::{Error, Result};
+use std::{sync::Arc, time::Duration};
+
+use super::{Ec2Client, Ec2Config};
+use crate::{
+    credentials::{Credentials, StaticCredentials},
+    error::{Error, Result},
+    retry::RetryPolicy,
+};
+
+/// A client for an EC2-compatible server at `url` (moto's `testing` keys, `us-east-1`, a 20 s
+/// deadline per call).
+///
+/// # Errors
+/// When the URL is unusable.
+pub fn client_for(url: &str) -> Result<Ec2Client> {
+    let retry = RetryPolicy {
+        deadline: Duration::from_secs(20),
+        ..RetryPolicy::default()
+    };
+    Ec2Client::new(
+        Ec2Config::new("us-east-1")
+            .with_endpoint(url)
+            .with_retry(retry),
+        Arc::new(StaticCredentials::new(Credentials::new(
+            "testing", "testing",
+        ))),
+    )
+}
 
 /// What [`Testbed::create`] made.
 #[derive(Clone, Debug, PartialEq, Eq)]
