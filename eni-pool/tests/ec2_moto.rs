@@ -97,6 +97,13 @@ async fn pool_enis(ec2: &Ec2Client, w: &Testbed) -> Vec<cnikit_cloud_api::Eni> {
 }
 
 fn run(f: impl Future<Output = ()>) {
+    if std::env::var_os("EC2_TRACE").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter("cnikit_eni_pool=debug,cnikit_cloud_api=debug")
+            .with_test_writer()
+            .try_init()
+            .ok();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

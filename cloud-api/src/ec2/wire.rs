@@ -196,7 +196,9 @@ impl NetworkInterface {
                 secondary_ipv4.push(ip);
             }
         }
-        secondary_ipv4.retain(|ip| Some(*ip) != primary_ipv4);
+        // Each address once (moto 5.2 can draw the same random address twice for one ENI).
+        let mut seen = std::collections::BTreeSet::new();
+        secondary_ipv4.retain(|ip| Some(*ip) != primary_ipv4 && seen.insert(*ip));
         let ipv6 = self
             .ipv6_addresses_set
             .item
@@ -572,6 +574,7 @@ mod tests {
       <tagSet><item><key>cnikit.io/pool</key><value>cnikit</value></item></tagSet>
       <privateIpAddressesSet>
         <item><privateIpAddress>10.0.0.4</privateIpAddress><primary>true</primary></item>
+        <item><privateIpAddress>10.0.0.5</privateIpAddress><primary>false</primary></item>
         <item><privateIpAddress>10.0.0.5</privateIpAddress><primary>false</primary></item>
       </privateIpAddressesSet>
       <ipv6AddressesSet><item><ipv6Address>2001:db8:1234:1a00::123</ipv6Address></item></ipv6AddressesSet>
