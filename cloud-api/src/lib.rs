@@ -51,6 +51,7 @@ pub mod ec2;
 pub mod ecs;
 mod error;
 mod http;
+mod limits_cache;
 pub mod metadata;
 mod provider;
 mod rand;

@@ -25,6 +25,7 @@ use crate::{
     ecs::{params::Params, signer::percent_encode_into},
     error::{ApiError, Error, ErrorKind, Result},
     http::excerpt,
+    limits_cache::LimitsCache,
     rand::uuid_v4,
     ratelimit::{RateLimiter, RateLimits},
     retry::{self, RetryPolicy},
@@ -134,7 +135,7 @@ struct Inner {
     transport: Arc<dyn Ec2Transport>,
     credentials: Arc<dyn CredentialsProvider>,
     limiter: RateLimiter,
-    limits_cache: Mutex<HashMap<String, InstanceLimits>>,
+    limits_cache: LimitsCache,
     /// Device indices by instance.
     indices: Mutex<HashMap<String, DeviceIndices>>,
     /// Held while describing an instance's device indices.
@@ -334,7 +335,7 @@ impl Ec2Client {
                 authority,
                 transport,
                 credentials,
-                limits_cache: Mutex::new(HashMap::new()),
+                limits_cache: LimitsCache::default(),
                 indices: Mutex::new(HashMap::new()),
                 describing: tokio::sync::Mutex::new(()),
                 cfg,
@@ -743,50 +744,28 @@ impl CloudProvider for Ec2Client {
     }
 
     async fn instance_limits(&self, instance_type: &str) -> Result<InstanceLimits> {
-        if let Some(l) = self
-            .inner
-            .limits_cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(instance_type)
-        {
-            return Ok(l.clone());
-        }
         let action = Ec2Action::DescribeInstanceTypes;
-        let mut next: Option<String> = None;
-        let mut seen = BTreeSet::new();
-        loop {
-            let mut p = Params::default();
-            p.push("InstanceType.1", instance_type)
-                .push_opt("NextToken", next.as_ref());
-            let body = self.execute(action, &p, |_| false).await?;
-            let resp: wire::DescribeInstanceTypesResponse = decode(action, &body)?;
-            if let Some(t) = resp
-                .set
-                .item
-                .into_iter()
-                .find(|t| t.instance_type == instance_type)
-            {
-                let limits = t
-                    .into_limits()
-                    .map_err(|d| invalid(action, resp.request_id.clone(), d))?;
-                self.inner
-                    .limits_cache
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(instance_type.to_owned(), limits.clone());
-                return Ok(limits);
-            }
-            match resp.next_token.filter(|t| !t.is_empty()) {
-                Some(t) if seen.insert(t.clone()) => next = Some(t),
-                _ => {
-                    return Err(Error::NotFound {
-                        what: "instance type",
-                        id: instance_type.to_owned(),
-                    });
-                }
-            }
-        }
+        self.inner
+            .limits_cache
+            .get_or_page(instance_type, |next| async move {
+                let mut p = Params::default();
+                p.push("InstanceType.1", instance_type)
+                    .push_opt("NextToken", next.as_ref());
+                let body = self.execute(action, &p, |_| false).await?;
+                let resp: wire::DescribeInstanceTypesResponse = decode(action, &body)?;
+                let found = resp
+                    .set
+                    .item
+                    .into_iter()
+                    .find(|t| t.instance_type == instance_type)
+                    .map(|t| {
+                        t.into_limits()
+                            .map_err(|d| invalid(action, resp.request_id.clone(), d))
+                    })
+                    .transpose()?;
+                Ok((found, resp.next_token))
+            })
+            .await
     }
 
     async fn describe_subnet(&self, subnet_id: &str) -> Result<Subnet> {
