@@ -17,7 +17,7 @@ stage setup      scripts/setup.sh
 stage fmt        bash -c 'cargo fmt --all --check && rustfmt --edition 2024 --check ebpf-dataplane/ebpf/src/*.rs'
 stage ebpf       cargo xtask build-ebpf --check
 stage clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
-stage doc        env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+stage doc        env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --all-features
 stage test       cargo test --workspace --locked
 echo "::: privileged tests that ran as root:"
 sort "$CNIKIT_PRIVILEGED_LOG" | sed 's/^/    /'

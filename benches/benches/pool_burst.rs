@@ -7,6 +7,14 @@
 //! `min_api_calls` are the physical lower bounds computed from the same latencies and limits
 //! (see [`lower_bound`] and docs/benchmarks.md). A second line does the same with 20 % of the
 //! calls failing with `InternalError`.
+//!
+//! Every run is made with both providers over the same simulated cloud, timings and limits:
+//! `provider=ecs` (the ECS client over HTTP to `HttpSim`) and `provider=ec2` (the EC2 client —
+//! `SigV4`, Query parameters, XML, a describe per attach for the device index — through the
+//! simulator's in-process EC2 front `SimEc2`). `provider=ec2-moto` is the EC2 client against
+//! `moto_server` on loopback (a real EC2 Query API; no latency model, no throttling, and its
+//! instance type carries the pods with AWS's semantics: ENI primaries are not handed out), when
+//! moto is installed.
 
 use std::{
     sync::Arc,
@@ -17,13 +25,15 @@ use cnikit_benches::{ms, report, smoke_mode};
 use cnikit_cloud_api::{
     CloudProvider, Rate, RateLimits,
     credentials::{Credentials, StaticCredentials},
+    ec2::{Ec2Client, Ec2Config, testbed::Testbed},
     ecs::{Action, EcsClient, EcsConfig, Endpoint},
     sim::{
         AccessKey, DEFAULT_INSTANCE, DEFAULT_SECURITY_GROUP, DEFAULT_VSWITCH, FaultRule, HttpSim,
-        HttpSimConfig, InstanceSpec, LatencyConfig, SimCloud, SimConfig,
+        HttpSimConfig, InstanceSpec, LatencyConfig, SimCloud, SimConfig, SimEc2,
     },
 };
 use cnikit_eni_pool::{AllocateRequest, FileStore, PodKey, Pool, PoolConfig, Watermarks};
+use cnikit_test_support::moto::MotoServer;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const PODS: u32 = 110;
@@ -146,31 +156,61 @@ struct Outcome {
     by_action: String,
 }
 
+/// Which client the pool uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Provider {
+    Ecs,
+    Ec2,
+}
+
+impl Provider {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ecs => "ecs",
+            Self::Ec2 => "ec2",
+        }
+    }
+}
+
 /// One cold node: a fresh cloud, a fresh pool, 110 pods at once.
-async fn burst(faults: bool) -> Outcome {
+async fn burst(faults: bool, provider: Provider) -> Outcome {
     let cloud = SimCloud::new(sim_config()).expect("sim");
     let mut client_limits = RateLimits::unlimited();
     for (action, rate) in limits() {
         cloud.set_throttle(action, Some(rate));
         client_limits = client_limits.with(action, rate);
     }
-    let http = HttpSim::start(
-        cloud.clone(),
-        HttpSimConfig::new(AccessKey::new("LTAIburst", "burst-secret")),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("http sim");
-    let client = EcsClient::new(
-        EcsConfig::new("cn-hangzhou")
-            .with_endpoint(Endpoint::custom(http.url()))
-            .with_rate_limits(client_limits),
-        Arc::new(StaticCredentials::new(Credentials::new(
-            "LTAIburst",
-            "burst-secret",
-        ))),
-    )
-    .expect("client");
+    let (client, http): (Arc<dyn CloudProvider>, Option<HttpSim>) = match provider {
+        Provider::Ecs => {
+            let http = HttpSim::start(
+                cloud.clone(),
+                HttpSimConfig::new(AccessKey::new("LTAIburst", "burst-secret")),
+                "127.0.0.1:0".parse().expect("addr"),
+            )
+            .await
+            .expect("http sim");
+            let client = EcsClient::new(
+                EcsConfig::new("cn-hangzhou")
+                    .with_endpoint(Endpoint::custom(http.url()))
+                    .with_rate_limits(client_limits),
+                Arc::new(StaticCredentials::new(Credentials::new(
+                    "LTAIburst",
+                    "burst-secret",
+                ))),
+            )
+            .expect("client");
+            (Arc::new(client), Some(http))
+        }
+        // The same buckets by action name (the four limited actions share their names).
+        Provider::Ec2 => (
+            Arc::new(
+                SimEc2::new(cloud.clone())
+                    .client(Ec2Config::new("us-east-1").with_rate_limits(client_limits))
+                    .expect("client"),
+            ),
+            None,
+        ),
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(FileStore::open(dir.path()).expect("store"));
     // A cold node: nothing pre-warmed (`min_idle` 0, Terway's default `min_pool_size`).
@@ -188,7 +228,7 @@ async fn burst(faults: bool) -> Outcome {
         config.attach_poll_max = Duration::from_millis(200);
     }
     let pool = Pool::builder(config)
-        .cloud(Arc::new(client) as Arc<dyn CloudProvider>)
+        .cloud(client)
         .store(store)
         .seed(7)
         .start()
@@ -224,7 +264,9 @@ async fn burst(faults: bool) -> Outcome {
         .collect::<Vec<_>>()
         .join(",");
     pool.shutdown().await;
-    http.stop().await;
+    if let Some(http) = http {
+        http.stop().await;
+    }
     Outcome {
         ready,
         calls,
@@ -257,7 +299,7 @@ fn bench(c: &mut Criterion) {
                 rt.block_on(async {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        total += burst(false).await.ready;
+                        total += burst(false, Provider::Ecs).await.ready;
                     }
                     total
                 })
@@ -266,8 +308,15 @@ fn bench(c: &mut Criterion) {
         group.finish();
     }
 
-    for (faults, label) in [(false, "none"), (true, "transient_20pct")] {
-        let outcomes: Vec<Outcome> = (0..rounds).map(|_| rt.block_on(burst(faults))).collect();
+    for (provider, faults, label) in [
+        (Provider::Ecs, false, "none"),
+        (Provider::Ec2, false, "none"),
+        (Provider::Ecs, true, "transient_20pct"),
+        (Provider::Ec2, true, "transient_20pct"),
+    ] {
+        let outcomes: Vec<Outcome> = (0..rounds)
+            .map(|_| rt.block_on(burst(faults, provider)))
+            .collect();
         let ready = median(outcomes.iter().map(|o| o.ready).collect());
         let mut calls: Vec<(u64, &str)> = outcomes
             .iter()
@@ -276,9 +325,12 @@ fn bench(c: &mut Criterion) {
         calls.sort_unstable();
         let (calls, by_action) = calls[calls.len() / 2];
         let failed = outcomes.iter().map(|o| o.failed_calls).max().unwrap_or(0);
+        // EC2 attaches need a device index: one describe of the instance serves the burst.
+        let min_calls = min_calls + u32::from(provider == Provider::Ec2);
         report(
             "pool_burst",
             &[
+                ("provider", &provider.label()),
                 ("pods", &PODS),
                 ("faults", &label),
                 ("ready_ms", &ms(ready)),
@@ -299,6 +351,83 @@ fn bench(c: &mut Criterion) {
             ],
         );
     }
+    match MotoServer::available().and_then(|()| MotoServer::start().map_err(|e| e.to_string())) {
+        Ok(moto) => {
+            let outcomes: Vec<(Duration, u64)> = (0..rounds)
+                .map(|_| rt.block_on(burst_on_moto(&moto)))
+                .collect();
+            let ready = median(outcomes.iter().map(|o| o.0).collect());
+            let calls = outcomes.iter().map(|o| o.1).max().unwrap_or(0);
+            report(
+                "pool_burst",
+                &[
+                    ("provider", &"ec2-moto"),
+                    ("pods", &MOTO_PODS),
+                    ("instance_type", &MOTO_TYPE),
+                    ("ready_ms", &ms(ready)),
+                    ("api_calls_max", &calls),
+                    ("rounds", &rounds),
+                ],
+            );
+        }
+        Err(why) => println!("SKIP pool_burst provider=ec2-moto: {why}"),
+    }
+}
+
+/// moto's `c5.4xlarge`: 8 ENIs of 30 IPv4 addresses (7 × 29 pod addresses without the ENI
+/// primaries, as AWS hands them out).
+const MOTO_TYPE: &str = "c5.4xlarge";
+/// Pods of the moto burst (the 110 of the simulated runs).
+const MOTO_PODS: u32 = 110;
+
+/// One cold node on moto: a fresh VPC and instance, a fresh pool, 110 pods at once; returns
+/// the time to the last acknowledgement and the pool's cloud calls.
+async fn burst_on_moto(moto: &MotoServer) -> (Duration, u64) {
+    let ec2 = Ec2Client::new(
+        Ec2Config::new("us-east-1")
+            .with_endpoint(moto.url())
+            .with_rate_limits(RateLimits::unlimited()),
+        Arc::new(StaticCredentials::new(Credentials::new(
+            "testing", "testing",
+        ))),
+    )
+    .expect("client");
+    let w = Testbed::create(&ec2, MOTO_TYPE, 1).await.expect("testbed");
+    let mut config = PoolConfig::new(
+        &w.instance_id,
+        MOTO_TYPE,
+        [&w.subnet_id],
+        [&w.security_group_id],
+    );
+    config.shared = Watermarks::new(0, 10);
+    config.hand_out_eni_primary_ip = false;
+    config.attach_poll_initial = Duration::from_millis(50);
+    config.attach_poll_batch = Duration::from_millis(20);
+    config.attach_poll_max = Duration::from_millis(100);
+    let pool = Pool::builder(config)
+        .cloud(Arc::new(ec2) as Arc<dyn CloudProvider>)
+        .seed(7)
+        .start()
+        .await
+        .expect("pool");
+    let before = pool.metrics().total_cloud_calls();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..MOTO_PODS)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let key = PodKey::new("burst", format!("pod-{i}"), format!("c{i}"), "eth0");
+                pool.allocate(&AllocateRequest::shared_ip(key)).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("allocation");
+    }
+    let ready = start.elapsed();
+    let calls = pool.metrics().total_cloud_calls() - before;
+    pool.shutdown().await;
+    (ready, calls)
 }
 
 criterion_group!(benches, bench);

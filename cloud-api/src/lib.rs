@@ -8,12 +8,17 @@
 //!   `Arc<dyn CloudProvider>`. Errors carry an [`ErrorKind`] so callers react the same on any
 //!   cloud.
 //! - [`metadata::InstanceMetadata`]: what the instance metadata service says about this node;
-//!   [`metadata::ImdsClient`] reads Alibaba's in token mode.
+//!   [`metadata::ImdsClient`] reads Alibaba's in token mode, `metadata::Ec2Metadata` (feature
+//!   `aws`) EC2's with `IMDSv2` tokens.
 //! - [`credentials`]: static, environment, STS, and the instance RAM role (refreshed before it
 //!   expires); secrets never print.
 //! - [`ecs`]: Alibaba Cloud ECS — [`ecs::EcsClient`] (RPC 2014-05-26, signature v1, retries by
 //!   error class, client-side rate limits, idempotency tokens) and [`ecs::signer`].
-//! - `sim` (feature `sim`): an ECS-compatible simulator, in process and over HTTP (`ecs-sim`).
+//! - `ec2` (feature `aws`): AWS EC2 — `ec2::Ec2Client` (Query API 2016-11-15, Signature V4
+//!   through `aws-sigv4`, XML answers, the same retry classes, AWS's published rate limits,
+//!   `ClientToken`), and `ec2::Ec2ProviderConfig` to build it from a configuration file.
+//! - `sim` (feature `sim`): an ECS-compatible simulator, in process and over HTTP (`ecs-sim`),
+//!   and with `aws` its in-process EC2 front `sim::SimEc2`.
 //!
 //! Listing a node's ENIs:
 //!
@@ -46,6 +51,7 @@ pub mod ec2;
 pub mod ecs;
 mod error;
 mod http;
+mod limits_cache;
 pub mod metadata;
 mod provider;
 mod rand;

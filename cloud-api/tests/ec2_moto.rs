@@ -8,47 +8,29 @@
 
 use std::{
     net::Ipv4Addr,
-    sync::{
-        Arc,
-        atomic::{AtomicU8, Ordering},
-    },
+    sync::atomic::{AtomicU8, Ordering},
     time::Duration,
 };
 
 use cnikit_cloud_api::{
     AssignIpsRequest, AttachEniRequest, CloudProvider, CreateEniRequest, DetachEniRequest,
     EniFilter, EniKind, EniStatus, ErrorKind, WaitOptions, WaitTarget,
-    credentials::{Credentials, StaticCredentials},
-    ec2::{Ec2Client, Ec2Config, Ec2ProviderConfig, codes, testbed::Testbed},
-    ecs::RetryPolicy,
+    ec2::{
+        Ec2Client, Ec2ProviderConfig, codes,
+        testbed::{self, Testbed},
+    },
 };
-use cnikit_test_support::{moto::MotoServer, privilege};
+use cnikit_test_support::moto::MotoServer;
 
 /// moto's `m5.large`: 3 ENIs of 10 IPv4 and 10 IPv6 addresses.
 const TYPE: &str = "m5.large";
 
 fn moto(test: &str) -> Option<&'static MotoServer> {
-    let server = MotoServer::available().and_then(|()| MotoServer::shared());
-    let ok = privilege::check(
-        test,
-        "moto_server (pip install moto[server], scripts/setup.sh)",
-        server.as_ref().map(|_| ()),
-    );
-    ok.then(|| server.ok()).flatten()
+    MotoServer::shared_for(test)
 }
 
 fn client(moto: &MotoServer) -> Ec2Client {
-    let mut retry = RetryPolicy::default();
-    retry.deadline = Duration::from_secs(20);
-    Ec2Client::new(
-        Ec2Config::new("us-east-1")
-            .with_endpoint(moto.url())
-            .with_retry(retry),
-        Arc::new(StaticCredentials::new(Credentials::new(
-            "testing", "testing",
-        ))),
-    )
-    .unwrap()
+    testbed::client_for(&moto.url()).unwrap()
 }
 
 /// A fresh VPC per test (subnet numbers differ so logs tell them apart).
@@ -86,13 +68,12 @@ fn every_action_against_moto() {
             (limits.max_enis, limits.ipv4_per_eni, limits.ipv6_per_eni),
             (3, 10, 10)
         );
-        // DescribeSubnets: free addresses (a /24 minus AWS's 5 reserved and the instance's).
+        // DescribeSubnets: free addresses (the subnet minus AWS's 5 reserved and the
+        // instance's).
         let subnet = ec2.describe_subnet(&w.subnet_id).await.unwrap();
         assert_eq!(subnet.vpc_id, w.vpc_id);
-        assert!(
-            subnet.available_ipv4 > 200 && subnet.available_ipv4 <= 251,
-            "{subnet:?}"
-        );
+        let size = u64::from(subnet.ipv4_cidr.unwrap().size());
+        assert_eq!(subnet.available_ipv4, size - 6, "{subnet:?}");
         let free_before = subnet.available_ipv4;
 
         // The instance's primary ENI is there, device index 0.
@@ -363,5 +344,29 @@ fn provider_config_connects_to_moto() {
         assert_eq!(p.client.name(), "aws-ec2");
         let bad: Result<Ec2ProviderConfig, _> = serde_json::from_str(r#"{"regoin": "x"}"#);
         assert!(bad.is_err(), "unknown keys are refused");
+    });
+}
+
+#[test]
+fn provider_config_reads_identity_and_role_from_moto_metadata() {
+    let Some(moto) = moto("provider_config_reads_identity_and_role_from_moto_metadata") else {
+        return;
+    };
+    run(async {
+        // moto serves EC2 and a small metadata service (an IMDSv2 token, placement, the
+        // instance profile's role) on the same port.
+        let json = format!(
+            r#"{{"endpoint": "{url}", "imds_endpoint": "{base}",
+                "credentials": {{"source": "instance_profile"}}}}"#,
+            url = moto.url(),
+            base = moto.url().trim_end_matches('/'),
+        );
+        let cfg: Ec2ProviderConfig = serde_json::from_str(&json).unwrap();
+        let p = cfg.connect().await.unwrap();
+        assert_eq!(p.region, "us-east-1");
+        assert!(!p.instance_id.is_empty());
+        // Signed with the role's session credentials, EC2 answers.
+        let limits = p.client.instance_limits(TYPE).await.unwrap();
+        assert_eq!(limits.max_enis, 3);
     });
 }

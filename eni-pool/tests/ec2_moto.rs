@@ -18,41 +18,26 @@ use std::{
 
 use cnikit_cloud_api::{
     CloudProvider, CreateEniRequest, EniFilter, EniStatus,
-    credentials::{Credentials, StaticCredentials},
-    ec2::{Ec2Client, Ec2Config, testbed::Testbed},
-    ecs::RetryPolicy,
+    ec2::{
+        Ec2Client,
+        testbed::{self, Testbed},
+    },
 };
 use cnikit_eni_pool::{
     AllocateRequest, Error, LivePodSet, MemoryStore, PodKey, Pool, PoolConfig, Watermarks, tags,
 };
-use cnikit_test_support::{moto::MotoServer, privilege};
+use cnikit_test_support::moto::MotoServer;
 
 /// moto's `m5.large`: 3 ENIs of 10 IPv4 addresses.
 const TYPE: &str = "m5.large";
 
 fn moto(test: &str) -> Option<&'static MotoServer> {
-    let server = MotoServer::available().and_then(|()| MotoServer::shared());
-    let ok = privilege::check(
-        test,
-        "moto_server (pip install moto[server], scripts/setup.sh)",
-        server.as_ref().map(|_| ()),
-    );
-    ok.then(|| server.ok()).flatten()
+    MotoServer::shared_for(test)
 }
 
 async fn setup(moto: &MotoServer) -> (Ec2Client, Testbed) {
     static N: AtomicU8 = AtomicU8::new(1);
-    let mut retry = RetryPolicy::default();
-    retry.deadline = Duration::from_secs(20);
-    let ec2 = Ec2Client::new(
-        Ec2Config::new("us-east-1")
-            .with_endpoint(moto.url())
-            .with_retry(retry),
-        Arc::new(StaticCredentials::new(Credentials::new(
-            "testing", "testing",
-        ))),
-    )
-    .unwrap();
+    let ec2 = testbed::client_for(&moto.url()).unwrap();
     let w = Testbed::create(&ec2, TYPE, N.fetch_add(1, Ordering::Relaxed))
         .await
         .unwrap();
@@ -112,6 +97,13 @@ async fn pool_enis(ec2: &Ec2Client, w: &Testbed) -> Vec<cnikit_cloud_api::Eni> {
 }
 
 fn run(f: impl Future<Output = ()>) {
+    if std::env::var_os("EC2_TRACE").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter("cnikit_eni_pool=debug,cnikit_cloud_api=debug")
+            .with_test_writer()
+            .try_init()
+            .ok();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

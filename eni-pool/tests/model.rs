@@ -10,6 +10,10 @@
 //!   idle is within `[min_idle, max_idle]`;
 //! - cloud calls are bounded, and a settled pool stays (almost) silent.
 //!
+//! Every case runs on both providers over the same simulated cloud: the ECS simulator in
+//! process, and the EC2 client (`SigV4`, Query parameters, XML, EC2 error codes, device indices)
+//! through the simulator's in-process EC2 front (`SimEc2`).
+//!
 //! `PROPTEST_CASES` sets the number of cases (default 256).
 #![allow(
     clippy::unwrap_used,
@@ -24,10 +28,11 @@ use std::{
 
 use cnikit_cloud_api::{
     CloudProvider, EniStatus, Rate,
+    ec2::Ec2Config,
     ecs::Action,
     sim::{
         DEFAULT_INSTANCE, DEFAULT_SECURITY_GROUP, DEFAULT_VSWITCH, Fault, FaultRule, InstanceSpec,
-        LatencyConfig, SimCloud, SimConfig,
+        LatencyConfig, SimCloud, SimConfig, SimEc2,
     },
 };
 use cnikit_eni_pool::{
@@ -39,6 +44,28 @@ use proptest::prelude::*;
 const PODS: usize = 24;
 const LOW: u32 = 2;
 const HIGH: u32 = 5;
+
+/// Which provider the pool talks to (the cloud behind is the same simulator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Provider {
+    /// `SimCloud` itself (the ECS simulator in process).
+    Ecs,
+    /// The EC2 client through `SimEc2`.
+    Ec2,
+}
+
+impl Provider {
+    fn over(self, sim: &SimCloud) -> Arc<dyn CloudProvider> {
+        match self {
+            Self::Ecs => Arc::new(sim.clone()),
+            Self::Ec2 => Arc::new(
+                SimEc2::new(sim.clone())
+                    .client(Ec2Config::new("us-east-1"))
+                    .unwrap(),
+            ),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Faults {
@@ -129,6 +156,7 @@ fn sim_config() -> SimConfig {
 }
 
 struct World {
+    provider: Provider,
     sim: SimCloud,
     store: MemoryStore,
     live: LivePodSet,
@@ -154,9 +182,15 @@ impl World {
         )
     }
 
-    async fn start_pool(sim: &SimCloud, store: &MemoryStore, live: &LivePodSet, seed: u64) -> Pool {
+    async fn start_pool(
+        provider: Provider,
+        sim: &SimCloud,
+        store: &MemoryStore,
+        live: &LivePodSet,
+        seed: u64,
+    ) -> Pool {
         Pool::builder(pool_config())
-            .cloud(Arc::new(sim.clone()) as Arc<dyn CloudProvider>)
+            .cloud(provider.over(sim))
             .store(Arc::new(store.clone()))
             .liveness(Arc::new(live.clone()))
             .seed(seed)
@@ -165,14 +199,15 @@ impl World {
             .unwrap()
     }
 
-    async fn new(seed: u64) -> Self {
+    async fn new(provider: Provider, seed: u64) -> Self {
         let mut sc = sim_config();
         sc.seed = seed;
         let sim = SimCloud::new(sc).unwrap();
         let store = MemoryStore::new();
         let live = LivePodSet::new();
-        let pool = Self::start_pool(&sim, &store, &live, seed).await;
+        let pool = Self::start_pool(provider, &sim, &store, &live, seed).await;
         Self {
+            provider,
             sim,
             store,
             live,
@@ -273,6 +308,7 @@ impl World {
             Step::Restart => {
                 self.pool.shutdown().await;
                 self.pool = Self::start_pool(
+                    self.provider,
                     &self.sim,
                     &self.store,
                     &self.live,
@@ -496,14 +532,14 @@ impl World {
     }
 }
 
-fn run_case(seed: u64, steps: &[Step]) {
+fn run_case(provider: Provider, seed: u64, steps: &[Step]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut w = World::new(seed).await;
+        let mut w = World::new(provider, seed).await;
         let trace = std::env::var_os("MODEL_TRACE").is_some();
         if trace {
             tracing_subscriber::fmt()
@@ -537,17 +573,20 @@ fn run_case(seed: u64, steps: &[Step]) {
 #[test]
 fn regression_gc_keeps_idle_exclusive_enis_usable() {
     use Step::{Advance, Alloc, Burst, Release};
-    run_case(
-        0,
-        &[
-            Burst(vec![12, 0]),
-            Release(12),
-            Advance(27),
-            Advance(33),
-            Alloc(18),
-            Release(18),
-        ],
-    );
+    for provider in [Provider::Ecs, Provider::Ec2] {
+        run_case(
+            provider,
+            0,
+            &[
+                Burst(vec![12, 0]),
+                Release(12),
+                Advance(27),
+                Advance(33),
+                Alloc(18),
+                Release(18),
+            ],
+        );
+    }
 }
 
 proptest! {
@@ -559,6 +598,11 @@ proptest! {
 
     #[test]
     fn pool_keeps_its_invariants(seed in any::<u64>(), steps in proptest::collection::vec(step(), 1..40)) {
-        run_case(seed, &steps);
+        run_case(Provider::Ecs, seed, &steps);
+    }
+
+    #[test]
+    fn pool_keeps_its_invariants_on_ec2(seed in any::<u64>(), steps in proptest::collection::vec(step(), 1..40)) {
+        run_case(Provider::Ec2, seed, &steps);
     }
 }

@@ -79,6 +79,19 @@ impl MotoServer {
             .map_err(Clone::clone)
     }
 
+    /// The shared server for test `test`, or `None` after a SKIP line (under `CI=true` a
+    /// missing or broken moto fails the test instead).
+    #[must_use]
+    pub fn shared_for(test: &str) -> Option<&'static Self> {
+        let server = Self::available().and_then(|()| Self::shared());
+        let ok = crate::privilege::check(
+            test,
+            "moto_server (pip install moto[server]; scripts/setup.sh installs it)",
+            server.as_ref().map(|_| ()),
+        );
+        ok.then(|| server.ok()).flatten()
+    }
+
     /// `http://127.0.0.1:PORT/`.
     #[must_use]
     pub fn url(&self) -> String {

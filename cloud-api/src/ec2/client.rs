@@ -25,6 +25,7 @@ use crate::{
     ecs::{params::Params, signer::percent_encode_into},
     error::{ApiError, Error, ErrorKind, Result},
     http::excerpt,
+    limits_cache::LimitsCache,
     rand::uuid_v4,
     ratelimit::{RateLimiter, RateLimits},
     retry::{self, RetryPolicy},
@@ -57,7 +58,8 @@ pub struct Ec2Config {
     /// Largest response body accepted (default 8 MiB).
     pub max_response_bytes: usize,
     /// How long a device index chosen for an attach stays reserved until a describe shows the
-    /// attachment (default 60 s): concurrent attaches never pick the same index.
+    /// attachment, and how long a described set of indices is reused (default 10 s): concurrent
+    /// attaches never pick the same index, and a burst of attaches costs one describe.
     pub device_index_hold: Duration,
 }
 
@@ -74,7 +76,7 @@ impl Ec2Config {
             rate_limits: RateLimits::ec2_published(),
             page_size: 1000,
             max_response_bytes: 8 << 20,
-            device_index_hold: Duration::from_secs(60),
+            device_index_hold: Duration::from_secs(10),
         }
     }
 
@@ -115,8 +117,15 @@ impl Ec2Config {
     }
 }
 
-/// Device index → (ENI, reserved since) on one instance.
-type Reservations = BTreeMap<u32, (String, Instant)>;
+/// Device indices of one instance: the last described ones, and the ones this client picked
+/// for attaches a describe has not shown yet.
+#[derive(Debug, Default)]
+struct DeviceIndices {
+    /// When described, and the indices in use then.
+    seen: Option<(Instant, BTreeSet<u32>)>,
+    /// Index → (ENI, reserved since).
+    reserved: BTreeMap<u32, (String, Instant)>,
+}
 
 struct Inner {
     cfg: Ec2Config,
@@ -126,10 +135,11 @@ struct Inner {
     transport: Arc<dyn Ec2Transport>,
     credentials: Arc<dyn CredentialsProvider>,
     limiter: RateLimiter,
-    limits_cache: Mutex<HashMap<String, InstanceLimits>>,
-    /// Device indices picked for attaches not yet seen in a describe: instance → index → (ENI,
-    /// since).
-    reserved: Mutex<HashMap<String, Reservations>>,
+    limits_cache: LimitsCache,
+    /// Device indices by instance.
+    indices: Mutex<HashMap<String, DeviceIndices>>,
+    /// Held while describing an instance's device indices.
+    describing: tokio::sync::Mutex<()>,
 }
 
 /// The AWS EC2 client. Cheap to clone.
@@ -330,8 +340,9 @@ impl Ec2Client {
                 authority,
                 transport,
                 credentials,
-                limits_cache: Mutex::new(HashMap::new()),
-                reserved: Mutex::new(HashMap::new()),
+                limits_cache: LimitsCache::default(),
+                indices: Mutex::new(HashMap::new()),
+                describing: tokio::sync::Mutex::new(()),
                 cfg,
             }),
         })
@@ -520,41 +531,110 @@ impl Ec2Client {
     /// The lowest device index (≥ 1) neither attached on `instance` nor reserved, reserved for
     /// `eni_id`.
     async fn pick_device_index(&self, instance: &str, eni_id: &str) -> Result<u32> {
-        let attached = self.list_instance_enis(instance).await?;
-        let now = Instant::now();
         let hold = self.inner.cfg.device_index_hold;
-        let mut reserved = self
-            .inner
-            .reserved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mine = reserved.entry(instance.to_owned()).or_default();
-        let mut used: BTreeSet<u32> = BTreeSet::new();
-        for e in &attached {
-            if let Some(i) = e.attachment.as_ref().and_then(|a| a.device_index) {
-                used.insert(i);
-                // Seen: the reservation has done its job.
-                if mine.get(&i).is_some_and(|(id, _)| *id == e.id) {
-                    mine.remove(&i);
+        let fresh = |d: &DeviceIndices, now: Instant| {
+            d.seen
+                .as_ref()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) < hold)
+        };
+        let cached = |now| {
+            self.inner
+                .indices
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(instance)
+                .is_some_and(|d| fresh(d, now))
+        };
+        if !cached(Instant::now()) {
+            // One describe serves every attach waiting for it (a burst attaches several).
+            let _one = self.inner.describing.lock().await;
+            if !cached(Instant::now()) {
+                let attached = self.list_instance_enis(instance).await?;
+                let mut all = self
+                    .inner
+                    .indices
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let d = all.entry(instance.to_owned()).or_default();
+                let mut used = BTreeSet::new();
+                for e in &attached {
+                    if let Some(i) = e.attachment.as_ref().and_then(|a| a.device_index) {
+                        used.insert(i);
+                        // Seen: the reservation has done its job.
+                        if d.reserved.get(&i).is_some_and(|(id, _)| *id == e.id) {
+                            d.reserved.remove(&i);
+                        }
+                    }
                 }
+                d.seen = Some((Instant::now(), used));
             }
         }
-        mine.retain(|_, (_, since)| now.saturating_duration_since(*since) < hold);
-        used.extend(mine.keys().copied());
+        let now = Instant::now();
+        let mut all = self
+            .inner
+            .indices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let d = all.entry(instance.to_owned()).or_default();
+        d.reserved
+            .retain(|_, (_, since)| now.saturating_duration_since(*since) < hold);
+        let used: BTreeSet<u32> = d
+            .seen
+            .iter()
+            .flat_map(|(_, u)| u.iter().copied())
+            .chain(d.reserved.keys().copied())
+            .collect();
         let index = (1u32..).find(|i| !used.contains(i)).unwrap_or(1);
-        mine.insert(index, (eni_id.to_owned(), now));
+        d.reserved.insert(index, (eni_id.to_owned(), now));
         Ok(index)
     }
 
-    fn release_device_index(&self, instance: &str, index: u32) {
-        if let Some(m) = self
+    /// Forgets the instance's cached device indices (after a detach or a refused index), and
+    /// the reservation of `index` when given.
+    fn forget_device_indices(&self, instance: &str, index: Option<u32>) {
+        if let Some(d) = self
             .inner
-            .reserved
+            .indices
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(instance)
         {
-            m.remove(&index);
+            d.seen = None;
+            if let Some(i) = index {
+                d.reserved.remove(&i);
+            }
+        }
+    }
+
+    /// `AttachNetworkInterface` at `index`; a state error after a lost answer is reconciled.
+    async fn attach_at(&self, request: &AttachEniRequest, index: u32) -> Result<()> {
+        let action = Ec2Action::AttachNetworkInterface;
+        let instance = request.instance_id.as_str();
+        let mut p = Params::default();
+        p.push("NetworkInterfaceId", &request.eni_id)
+            .push("InstanceId", instance)
+            .push("DeviceIndex", index)
+            .push_opt("NetworkCardIndex", request.network_card_index);
+        match self
+            .execute(action, &p, |e| e.kind() == ErrorKind::InvalidState)
+            .await
+        {
+            Ok(body) => decode::<wire::AttachResponse>(action, &body).map(drop),
+            // A retried attach whose first attempt went through sees the ENI in use.
+            Err(e) if e.kind() == ErrorKind::InvalidState => {
+                self.reconcile(
+                    &request.eni_id,
+                    |eni| {
+                        eni.is_some_and(|eni| {
+                            eni.instance_id() == Some(instance)
+                                && matches!(eni.status, EniStatus::Attaching | EniStatus::InUse)
+                        })
+                    },
+                    e,
+                )
+                .await
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -669,50 +749,28 @@ impl CloudProvider for Ec2Client {
     }
 
     async fn instance_limits(&self, instance_type: &str) -> Result<InstanceLimits> {
-        if let Some(l) = self
-            .inner
-            .limits_cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(instance_type)
-        {
-            return Ok(l.clone());
-        }
         let action = Ec2Action::DescribeInstanceTypes;
-        let mut next: Option<String> = None;
-        let mut seen = BTreeSet::new();
-        loop {
-            let mut p = Params::default();
-            p.push("InstanceType.1", instance_type)
-                .push_opt("NextToken", next.as_ref());
-            let body = self.execute(action, &p, |_| false).await?;
-            let resp: wire::DescribeInstanceTypesResponse = decode(action, &body)?;
-            if let Some(t) = resp
-                .set
-                .item
-                .into_iter()
-                .find(|t| t.instance_type == instance_type)
-            {
-                let limits = t
-                    .into_limits()
-                    .map_err(|d| invalid(action, resp.request_id.clone(), d))?;
-                self.inner
-                    .limits_cache
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(instance_type.to_owned(), limits.clone());
-                return Ok(limits);
-            }
-            match resp.next_token.filter(|t| !t.is_empty()) {
-                Some(t) if seen.insert(t.clone()) => next = Some(t),
-                _ => {
-                    return Err(Error::NotFound {
-                        what: "instance type",
-                        id: instance_type.to_owned(),
-                    });
-                }
-            }
-        }
+        self.inner
+            .limits_cache
+            .get_or_page(instance_type, |next| async move {
+                let mut p = Params::default();
+                p.push("InstanceType.1", instance_type)
+                    .push_opt("NextToken", next.as_ref());
+                let body = self.execute(action, &p, |_| false).await?;
+                let resp: wire::DescribeInstanceTypesResponse = decode(action, &body)?;
+                let found = resp
+                    .set
+                    .item
+                    .into_iter()
+                    .find(|t| t.instance_type == instance_type)
+                    .map(|t| {
+                        t.into_limits()
+                            .map_err(|d| invalid(action, resp.request_id.clone(), d))
+                    })
+                    .transpose()?;
+                Ok((found, resp.next_token))
+            })
+            .await
     }
 
     async fn describe_subnet(&self, subnet_id: &str) -> Result<Subnet> {
@@ -793,45 +851,29 @@ impl CloudProvider for Ec2Client {
     }
 
     async fn attach_eni(&self, request: &AttachEniRequest) -> Result<()> {
-        let action = Ec2Action::AttachNetworkInterface;
         let instance = request.instance_id.as_str();
-        let (index, picked) = match request.device_index {
-            Some(i) => (i, false),
-            None => (
-                self.pick_device_index(instance, &request.eni_id).await?,
-                true,
-            ),
+        let Some(index) = request.device_index else {
+            let index = self.pick_device_index(instance, &request.eni_id).await?;
+            return match self.attach_at(request, index).await {
+                // Somebody else took the index since it was described: describe again, once.
+                Err(e) if e.code() == Some(codes::INVALID_PARAMETER_VALUE) => {
+                    tracing::debug!(error = %e, index, "device index refused; describing again");
+                    self.forget_device_indices(instance, Some(index));
+                    let index = self.pick_device_index(instance, &request.eni_id).await?;
+                    let r = self.attach_at(request, index).await;
+                    if r.is_err() {
+                        self.forget_device_indices(instance, Some(index));
+                    }
+                    r
+                }
+                Err(e) => {
+                    self.forget_device_indices(instance, Some(index));
+                    Err(e)
+                }
+                Ok(()) => Ok(()),
+            };
         };
-        let mut p = Params::default();
-        p.push("NetworkInterfaceId", &request.eni_id)
-            .push("InstanceId", instance)
-            .push("DeviceIndex", index)
-            .push_opt("NetworkCardIndex", request.network_card_index);
-        let result = match self
-            .execute(action, &p, |e| e.kind() == ErrorKind::InvalidState)
-            .await
-        {
-            Ok(body) => decode::<wire::AttachResponse>(action, &body).map(drop),
-            // A retried attach whose first attempt went through sees the ENI in use.
-            Err(e) if e.kind() == ErrorKind::InvalidState => {
-                self.reconcile(
-                    &request.eni_id,
-                    |eni| {
-                        eni.is_some_and(|eni| {
-                            eni.instance_id() == Some(instance)
-                                && matches!(eni.status, EniStatus::Attaching | EniStatus::InUse)
-                        })
-                    },
-                    e,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() && picked {
-            self.release_device_index(instance, index);
-        }
-        result
+        self.attach_at(request, index).await
     }
 
     async fn detach_eni(&self, request: &DetachEniRequest) -> Result<()> {
@@ -861,6 +903,7 @@ impl CloudProvider for Ec2Client {
                 }
             }
         };
+        self.forget_device_indices(instance, None);
         let mut p = Params::default();
         p.push("AttachmentId", &attachment_id);
         match self

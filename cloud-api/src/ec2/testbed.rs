@@ -1,8 +1,34 @@
 //! A small EC2 world for tests against an EC2-compatible server (moto): a VPC, a subnet, a
 //! security group and one running instance, made with [`Ec2Client::call`].
 
-use super::Ec2Client;
-use crate::error::{Error, Result};
+use std::{sync::Arc, time::Duration};
+
+use super::{Ec2Client, Ec2Config};
+use crate::{
+    credentials::{Credentials, StaticCredentials},
+    error::{Error, Result},
+    retry::RetryPolicy,
+};
+
+/// A client for an EC2-compatible server at `url` (moto's `testing` keys, `us-east-1`, a 20 s
+/// deadline per call).
+///
+/// # Errors
+/// When the URL is unusable.
+pub fn client_for(url: &str) -> Result<Ec2Client> {
+    let retry = RetryPolicy {
+        deadline: Duration::from_secs(20),
+        ..RetryPolicy::default()
+    };
+    Ec2Client::new(
+        Ec2Config::new("us-east-1")
+            .with_endpoint(url)
+            .with_retry(retry),
+        Arc::new(StaticCredentials::new(Credentials::new(
+            "testing", "testing",
+        ))),
+    )
+}
 
 /// What [`Testbed::create`] made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -10,7 +36,8 @@ use crate::error::{Error, Result};
 pub struct Testbed {
     /// The VPC (`198.18.0.0/16`).
     pub vpc_id: String,
-    /// The subnet (`198.18.<n>.0/24`, with an IPv6 /64 when the server hands one out).
+    /// The subnet (`198.18.<n>.0/<len>`, or the whole VPC for `len` ≤ 16, with an IPv6 /64
+    /// when the server hands one out).
     pub subnet_id: String,
     /// Its availability zone.
     pub zone: String,
@@ -41,7 +68,7 @@ fn field(action: &str, xml: &str, tag: &str) -> Result<String> {
 
 impl Testbed {
     /// Creates the world with an instance of `instance_type` and a subnet of `prefix_len`
-    /// (16–28) bits numbered `n`.
+    /// (16–28) bits numbered `n` (`n` also numbers the IPv6 /64).
     ///
     /// # Errors
     /// Any failing call.
@@ -63,7 +90,11 @@ impl Testbed {
             .await?;
         let vpc_id = field("CreateVpc", &xml, "vpcId")?;
         let vpc_v6 = first_tag(&xml, "ipv6CidrBlock");
-        let cidr = format!("198.18.{n}.0/{prefix_len}");
+        let cidr = if prefix_len <= 16 {
+            format!("198.18.0.0/{prefix_len}")
+        } else {
+            format!("198.18.{n}.0/{prefix_len}")
+        };
         let mut params = vec![
             ("VpcId", vpc_id.as_str()),
             ("CidrBlock", cidr.as_str()),
@@ -121,11 +152,12 @@ impl Testbed {
         })
     }
 
-    /// [`Testbed::create_sized`] with a /24.
+    /// [`Testbed::create_sized`] with the whole VPC as one /16 subnet: moto draws addresses at
+    /// random and can draw one twice, which a large subnet makes negligible.
     ///
     /// # Errors
     /// Any failing call.
     pub async fn create(ec2: &Ec2Client, instance_type: &str, n: u8) -> Result<Self> {
-        Self::create_sized(ec2, instance_type, n, 24).await
+        Self::create_sized(ec2, instance_type, n, 16).await
     }
 }

@@ -576,6 +576,7 @@ mod tests {
       <privateIpAddressesSet>
         <item><privateIpAddress>10.0.0.4</privateIpAddress><primary>true</primary></item>
         <item><privateIpAddress>10.0.0.5</privateIpAddress><primary>false</primary></item>
+        <item><privateIpAddress>10.0.0.5</privateIpAddress><primary>false</primary></item>
       </privateIpAddressesSet>
       <ipv6AddressesSet><item><ipv6Address>2001:db8:1234:1a00::123</ipv6Address></item></ipv6AddressesSet>
     </item>

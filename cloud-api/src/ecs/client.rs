@@ -2,11 +2,11 @@
 //! [`CloudProvider`] implementation.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     fmt,
     net::{Ipv4Addr, Ipv6Addr},
     str::FromStr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -24,6 +24,7 @@ use crate::{
     credentials::CredentialsProvider,
     error::{ApiError, Error, Result},
     http::{BodyError, build_client, excerpt, read_capped},
+    limits_cache::LimitsCache,
     rand::uuid_v4,
     ratelimit::{RateLimiter, RateLimits},
     retry::{self, RetryPolicy},
@@ -186,7 +187,7 @@ struct Inner {
     limiter: RateLimiter,
     ecs_url: String,
     vpc_url: String,
-    limits_cache: Mutex<HashMap<String, InstanceLimits>>,
+    limits_cache: LimitsCache,
 }
 
 /// The Alibaba Cloud ECS client. Cheap to clone.
@@ -281,7 +282,7 @@ impl EcsClient {
                 credentials,
                 ecs_url,
                 vpc_url,
-                limits_cache: Mutex::new(HashMap::new()),
+                limits_cache: LimitsCache::default(),
                 cfg,
             }),
         })
@@ -490,49 +491,25 @@ impl CloudProvider for EcsClient {
     }
 
     async fn instance_limits(&self, instance_type: &str) -> Result<InstanceLimits> {
-        if let Some(l) = self
-            .inner
-            .limits_cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(instance_type)
-        {
-            return Ok(l.clone());
-        }
         let action = Action::DescribeInstanceTypes;
-        let mut next: Option<String> = None;
-        let mut seen = BTreeSet::new();
-        loop {
-            let mut p = Params::default();
-            p.push("InstanceTypes.1", instance_type)
-                .push("MaxResults", 100)
-                .push_opt("NextToken", next.as_ref());
-            let body = self.execute(action, &p, &[]).await?;
-            let resp: wire::DescribeInstanceTypesResponse = decode(action, &body)?;
-            if let Some(t) = resp
-                .instance_types
-                .instance_type
-                .into_iter()
-                .find(|t| t.instance_type_id == instance_type)
-            {
-                let limits = t.into_limits();
-                self.inner
-                    .limits_cache
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(instance_type.to_owned(), limits.clone());
-                return Ok(limits);
-            }
-            match resp.next_token.filter(|t| !t.is_empty()) {
-                Some(t) if seen.insert(t.clone()) => next = Some(t),
-                _ => {
-                    return Err(Error::NotFound {
-                        what: "instance type",
-                        id: instance_type.to_owned(),
-                    });
-                }
-            }
-        }
+        self.inner
+            .limits_cache
+            .get_or_page(instance_type, |next| async move {
+                let mut p = Params::default();
+                p.push("InstanceTypes.1", instance_type)
+                    .push("MaxResults", 100)
+                    .push_opt("NextToken", next.as_ref());
+                let body = self.execute(action, &p, &[]).await?;
+                let resp: wire::DescribeInstanceTypesResponse = decode(action, &body)?;
+                let found = resp
+                    .instance_types
+                    .instance_type
+                    .into_iter()
+                    .find(|t| t.instance_type_id == instance_type)
+                    .map(wire::InstanceType::into_limits);
+                Ok((found, resp.next_token))
+            })
+            .await
     }
 
     async fn describe_subnet(&self, subnet_id: &str) -> Result<Subnet> {
