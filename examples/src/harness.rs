@@ -51,6 +51,44 @@ impl Binaries {
     }
 }
 
+impl Binaries {
+    /// Symlinks named `cnikit` and `cnikit-agent` in `dir` pointing at the running executable,
+    /// which must call [`dispatch_self_exec`] first thing in `main` (benchmarks do: they cannot
+    /// depend on another package's binaries).
+    ///
+    /// # Errors
+    /// When the links cannot be made.
+    pub fn self_exec(dir: &Path) -> io::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let bins = Self {
+            plugin: dir.join("cnikit"),
+            agent: dir.join("cnikit-agent"),
+        };
+        for link in [&bins.plugin, &bins.agent] {
+            match std::fs::remove_file(link) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            std::os::unix::fs::symlink(&exe, link)?;
+        }
+        Ok(bins)
+    }
+}
+
+/// When the running executable was started as `cnikit` or `cnikit-agent` (through the links of
+/// [`Binaries::self_exec`]), runs that program and returns its exit code.
+#[must_use]
+pub fn dispatch_self_exec() -> Option<std::process::ExitCode> {
+    let mut args = std::env::args();
+    let argv0 = args.next()?;
+    match Path::new(&argv0).file_name()?.to_str()? {
+        "cnikit" => Some(crate::plugin::cli::cli_main()),
+        "cnikit-agent" => Some(crate::agent::cli::cli_main(&args.collect::<Vec<_>>())),
+        _ => None,
+    }
+}
+
 /// The outcome of one plugin invocation.
 #[derive(Clone, Debug)]
 pub struct CniOutcome {

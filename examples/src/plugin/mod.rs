@@ -14,6 +14,8 @@
 //! | `GC` | `gc` with `cni.dev/valid-attachments`; every error is reported |
 //! | `VERSION` | the supported versions |
 
+pub mod cli;
+
 use std::{
     net::{IpAddr, Ipv4Addr},
     path::Path,
