@@ -139,6 +139,8 @@ pub struct TestNode {
     pub bins: Binaries,
     /// The agent's configuration (edit before [`TestNode::start_agent`]).
     pub agent_config: Value,
+    /// Extra environment of the agent.
+    pub agent_env: Vec<(String, String)>,
     agent: Option<ExternalProcess>,
 }
 
@@ -176,6 +178,7 @@ impl TestNode {
             dir,
             bins,
             agent_config,
+            agent_env: Vec::new(),
             agent: None,
         })
     }
@@ -201,6 +204,7 @@ impl TestNode {
         std::fs::write(&config, serde_json::to_vec_pretty(&self.agent_config)?)?;
         let mut cmd = self.node.command(&self.bins.agent.to_string_lossy())?;
         cmd.arg("--config").arg(&config);
+        cmd.envs(self.agent_env.iter().map(|(k, v)| (k, v)));
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }

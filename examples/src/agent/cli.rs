@@ -4,7 +4,7 @@ use std::{process::ExitCode, sync::Arc};
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{Agent, AgentConfig, metrics, server};
+use super::{Agent, AgentConfig, cloud::Cloud, metrics, server};
 
 const USAGE: &str =
     "usage: cnikit-agent (--config FILE | --print-default-config | --check-config FILE)";
@@ -12,6 +12,13 @@ const USAGE: &str =
 /// The `cnikit-agent` binary with its arguments (without the program name).
 #[must_use]
 pub fn cli_main(args: &[String]) -> ExitCode {
+    cli_main_with(args, |cloud| cloud)
+}
+
+/// As [`cli_main`], passing the configured cloud through `wrap` before the agent uses it: the
+/// seam a custom agent swaps its cloud layer at (see `cnikit-agent-audited`).
+#[must_use]
+pub fn cli_main_with(args: &[String], wrap: fn(Cloud) -> Cloud) -> ExitCode {
     let config_path = match args
         .iter()
         .map(String::as_str)
@@ -65,7 +72,7 @@ pub fn cli_main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, wrap)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cnikit-agent: {e:#}");
@@ -79,12 +86,13 @@ fn read_config(path: &str) -> Result<AgentConfig, String> {
     AgentConfig::from_json(&text).map_err(|e| format!("{path}: {e}"))
 }
 
-async fn run(config: AgentConfig) -> anyhow::Result<()> {
+async fn run(config: AgentConfig, wrap: fn(Cloud) -> Cloud) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let socket = config.socket.clone();
     let metrics_listen = config.metrics.as_ref().map(|m| m.listen);
-    let agent = Agent::start(config).await?;
+    let cloud = wrap(super::cloud::build(&config.cloud).await?);
+    let agent = Agent::start_with_cloud(config, cloud).await?;
     let listener = server::bind(&socket).await?;
     if let Some(addr) = metrics_listen {
         let listener = metrics::bind(addr).await?;

@@ -152,6 +152,19 @@ impl Agent {
     /// # Errors
     /// [`StartError`] naming the part that failed; nothing is left half-started.
     pub async fn start(config: AgentConfig) -> Result<Arc<Self>, StartError> {
+        let cloud = cloud::build(&config.cloud).await?;
+        Self::start_with_cloud(config, cloud).await
+    }
+
+    /// As [`Agent::start`], with a cloud built by the caller (a custom [`cloud::Cloud`]
+    /// provider, or a wrapper around the configured one); `config.cloud` is not used.
+    ///
+    /// # Errors
+    /// As [`Agent::start`].
+    pub async fn start_with_cloud(
+        config: AgentConfig,
+        cloud: cloud::Cloud,
+    ) -> Result<Arc<Self>, StartError> {
         let node_ns = Netns::current().map_err(|e| StartError::Network(e.to_string()))?;
         let node = Node::connect(&node_ns).map_err(|e| StartError::Network(e.to_string()))?;
         if config.node.manage_sysctls {
@@ -178,7 +191,6 @@ impl Agent {
             other => other,
         };
 
-        let cloud = cloud::build(&config.cloud).await?;
         let pool_config = complete_pool_config(&config.pool, cloud.metadata.as_ref()).await?;
         let state_dir = &config.state_dir;
         std::fs::create_dir_all(state_dir).map_err(|e| StartError::Records {
