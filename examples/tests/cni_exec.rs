@@ -514,3 +514,42 @@ fn agent_restart_in_the_middle_of_a_burst() {
     assert_eq!(host_veths(&node), 0);
     assert!(cloud.cloud.total_calls() >= calls_before);
 }
+
+#[test]
+fn exclusive_eni_mode() {
+    require_root!("exclusive_eni_mode");
+    let node = node();
+    let mut conf = node.netconf("1.1.0");
+    conf["mode"] = json!("exclusive");
+    let pod = TestNetns::create(Role::Pod).unwrap();
+    let add = node.add(&conf, "excl-1", &pod, "prod", "db").unwrap();
+    assert!(add.success, "{} {}", add.stdout, add.stderr);
+    // The ENI itself is the pod's eth0 now.
+    let links = pod.ip(&["-o", "link", "show", "eth0"]).unwrap();
+    assert!(links.contains("eth0"), "{links}");
+    assert!(reaches(&pod, &node.vpc, GATEWAY), "exclusive pod -> VPC");
+    let check = node
+        .cni(
+            "CHECK",
+            &with_prev(&conf, &add),
+            "excl-1",
+            Some(pod.path()),
+            "eth0",
+            "",
+        )
+        .unwrap();
+    assert!(check.success, "{}", check.stdout);
+    let del = node
+        .cni(
+            "DEL",
+            &with_prev(&conf, &add),
+            "excl-1",
+            Some(pod.path()),
+            "eth0",
+            "",
+        )
+        .unwrap();
+    assert!(del.success, "{}", del.stdout);
+    // The ENI is back on the node, out of the pod.
+    assert!(pod.ip(&["-o", "link", "show", "eth0"]).is_err());
+}
