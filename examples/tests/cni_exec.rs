@@ -86,8 +86,12 @@ fn expect_code(outcome: &CniOutcome, code: u64, what: &str) {
 fn every_operation_in_every_version() {
     require_root!("every_operation_in_every_version");
     let node = node();
+    // This kernel has no ipvlan: `auto` (the agent's ipvlan choice) and `ipvlan` fall back to
+    // veth, found by probing.
+    let modes = ["auto", "ipvlan", "veth"];
     for (i, version) in ["0.4.0", "1.0.0", "1.1.0"].into_iter().enumerate() {
-        let conf = node.netconf(version);
+        let mut conf = node.netconf(version);
+        conf["mode"] = json!(modes[i]);
         let v = node.cni("VERSION", &conf, "", None, "", "").unwrap();
         assert!(v.success, "{}", v.stdout);
         assert_eq!(v.output["cniVersion"], json!(version));
@@ -106,6 +110,13 @@ fn every_operation_in_every_version() {
         let ip = add.ip().unwrap();
         assert_eq!(&ip.octets()[..2], &[198, 18], "{ip}");
         assert_eq!(add.output["dns"]["nameservers"], json!(["169.254.20.10"]));
+        let host = add.output["interfaces"][0]["name"].as_str().unwrap();
+        assert!(
+            host.starts_with("cnk"),
+            "{} wired with veth: {}",
+            modes[i],
+            add.stdout
+        );
         // The pod reaches the VPC through its ENI, and back.
         assert!(reaches(&pod, &node.vpc, GATEWAY), "{version}: pod -> VPC");
         // A retried ADD gets the same address.
