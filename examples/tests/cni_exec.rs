@@ -261,6 +261,29 @@ fn errors_carry_the_reserved_codes() {
     assert_eq!(stats.pool.in_use, 0);
     assert_eq!(host_veths(&node), 0);
 
+    // The socket: only root may talk; another protocol version is refused, garbage too.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(node.socket())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    for (request, kind) in [
+        (r#"{"version":2,"id":5,"request":"status"}"#, "version"),
+        (
+            r#"{"version":1,"id":6,"request":"launch_missiles"}"#,
+            "invalid_request",
+        ),
+    ] {
+        let mut s = std::os::unix::net::UnixStream::connect(node.socket()).unwrap();
+        writeln!(s, "{request}").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(reply["error"]["kind"], json!(kind), "{reply}");
+        assert_eq!(reply["version"], json!(1));
+    }
+
     // The agent gone: ADD is "try again later", STATUS "not ready".
     node.stop_agent().unwrap();
     let down = node.add(&conf, "err-1", &pod, "prod", "x").unwrap();
