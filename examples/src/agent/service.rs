@@ -110,6 +110,8 @@ pub struct Agent {
     links: SharedLinks,
     node: Node,
     datapath: Datapath,
+    /// Whether the kernel can make ipvlan links.
+    ipvlan: bool,
     endpoints: Mutex<Endpoints>,
     liveness: AgentLiveness,
     dataplane: Option<Mutex<Dataplane>>,
@@ -178,16 +180,16 @@ impl Agent {
                     .map_err(|e| StartError::Network(format!("{key}: {e}")))?;
             }
         }
+        // Probed once, here: plugins asking for ipvlan get veth where the kernel has none.
+        let choice = probe::probe_and_choose(Mode::IpVlan, node.connector().as_ref())
+            .await
+            .map_err(|e| StartError::Network(format!("probing for ipvlan: {e}")))?;
+        let ipvlan = choice.fallback_reason.is_none();
+        if let Some(why) = &choice.fallback_reason {
+            tracing::warn!(%why, "the node has no ipvlan; ipvlan pods are wired with veth");
+        }
         let datapath = match config.node.datapath {
-            Datapath::Ipvlan => {
-                let choice = probe::probe_and_choose(Mode::IpVlan, node.connector().as_ref())
-                    .await
-                    .map_err(|e| StartError::Network(format!("probing for ipvlan: {e}")))?;
-                if let Some(why) = &choice.fallback_reason {
-                    tracing::warn!(%why, "the node has no ipvlan; pods are wired with veth");
-                }
-                Datapath::from_mode(choice.chosen)
-            }
+            Datapath::Ipvlan if !ipvlan => Datapath::Veth,
             other => other,
         };
 
@@ -276,6 +278,7 @@ impl Agent {
             links,
             node,
             datapath,
+            ipvlan,
             endpoints: Mutex::new(endpoints),
             liveness,
             dataplane,
@@ -450,7 +453,7 @@ impl Agent {
             ));
         }
         let datapath = match req.datapath {
-            Some(Datapath::Ipvlan) if self.datapath == Datapath::Veth => Datapath::Veth,
+            Some(Datapath::Ipvlan) if !self.ipvlan => Datapath::Veth,
             Some(d) => d,
             None => self.datapath,
         };
