@@ -587,3 +587,59 @@ fn exclusive_eni_mode() {
     // The ENI is back on the node, out of the pod.
     assert!(pod.ip(&["-o", "link", "show", "eth0"]).is_err());
 }
+
+#[test]
+fn a_late_del_never_unwires_the_next_holder_of_an_address() {
+    require_root!("a_late_del_never_unwires_the_next_holder_of_an_address");
+    let node = node();
+    let conf = node.netconf("1.1.0");
+    let a = TestNetns::create(Role::Pod).unwrap();
+    let add_a = node.add(&conf, "late-a", &a, "prod", "a").unwrap();
+    assert!(add_a.success, "{}", add_a.stdout);
+    let x = add_a.ip().unwrap();
+    let a_prev = with_prev(&conf, &add_a);
+    assert!(
+        node.cni("DEL", &a_prev, "late-a", Some(a.path()), "eth0", "")
+            .unwrap()
+            .success
+    );
+    // After the cool-down (1 s here) the address goes to another pod.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut holder = None;
+    let mut pods = Vec::new();
+    for i in 0..40 {
+        let pod = TestNetns::create(Role::Pod).unwrap();
+        let add = node
+            .add(&conf, &format!("late-b{i}"), &pod, "prod", &format!("b{i}"))
+            .unwrap();
+        assert!(add.success, "{}", add.stdout);
+        let found = add.ip() == Some(x);
+        pods.push((pod, add, format!("late-b{i}")));
+        if found {
+            holder = Some(pods.len() - 1);
+            break;
+        }
+    }
+    let (b, add_b, id_b) = &pods[holder.expect("the address was handed out again")];
+    // The runtime repeats A's DEL (with A's prevResult naming the same address).
+    let late = node
+        .cni("DEL", &a_prev, "late-a", Some(a.path()), "eth0", "")
+        .unwrap();
+    assert!(late.success, "{}", late.stdout);
+    let check = node
+        .cni(
+            "CHECK",
+            &with_prev(&conf, add_b),
+            id_b,
+            Some(b.path()),
+            "eth0",
+            "",
+        )
+        .unwrap();
+    assert!(
+        check.success,
+        "the new holder's wiring is intact: {}",
+        check.stdout
+    );
+    assert!(reaches(b, &node.vpc, GATEWAY));
+}
