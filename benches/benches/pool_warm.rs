@@ -12,6 +12,7 @@
 use std::{
     fs::OpenOptions,
     io::Write,
+    os::unix::fs::FileExt,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -24,6 +25,7 @@ use cnikit_cloud_api::{
         SimConfig,
     },
 };
+use cnikit_eni_pool::store::FileStoreOptions;
 use cnikit_eni_pool::{
     AllocateRequest, FileStore, MemoryStore, PodKey, Pool, PoolConfig, RecordStore, Watermarks,
 };
@@ -122,17 +124,25 @@ async fn run(pool: &Pool, length: Duration) -> Run {
     out
 }
 
-/// `fdatasync` of small appends on the store's file system, for context.
-fn fsync_probe(dir: &std::path::Path, n: usize) -> Option<Summary> {
+/// `fdatasync` of 300-byte writes on the store's file system, for context: appended (the
+/// file grows, so the sync also commits the file system's journal) or written over blocks
+/// that already hold data (as the store's journals are).
+fn fsync_probe(dir: &std::path::Path, n: usize, overwrite: bool) -> Option<Summary> {
     let path = dir.join("fsync-probe");
     let mut f = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
         .open(&path)
         .ok()?;
+    if overwrite {
+        f.write_all(&vec![0u8; n * 300]).ok()?;
+        f.sync_all().ok()?;
+    }
     let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        f.write_all(&[b'x'; 300]).ok()?;
+    for i in 0..n {
+        f.write_all_at(&[b'x'; 300], (i * 300) as u64).ok()?;
         let t = Instant::now();
         f.sync_data().ok()?;
         samples.push(t.elapsed());
@@ -184,7 +194,18 @@ fn bench(c: &mut Criterion) {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let cloud = sim();
-    let file = Arc::new(FileStore::open(dir.path().join("store")).expect("store"));
+    // `POOL_WARM_JOURNALS=n` tries another number of journal files (writers in flight).
+    // `POOL_WARM_COMPACT_AFTER=n` another compaction interval (commits).
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    let mut options = FileStoreOptions::default();
+    if let Some(n) = env("POOL_WARM_JOURNALS") {
+        options.journals = n;
+    }
+    if let Some(n) = env("POOL_WARM_COMPACT_AFTER") {
+        options.compact_after = n;
+        options.journal_bytes = options.journal_bytes.max(n as u64 * 512);
+    }
+    let file = Arc::new(FileStore::open_with(dir.path().join("store"), options).expect("store"));
     let pool = rt.block_on(warm_pool(&cloud, file.clone()));
 
     let mut group = c.benchmark_group("pool_warm");
@@ -213,24 +234,41 @@ fn bench(c: &mut Criterion) {
     let calls_before = cloud.total_calls();
     let m0 = pool.metrics();
     let before = file.stats();
-    let fsync = fsync_probe(dir.path(), if smoke_mode() { 20 } else { 300 });
+    let probes = if smoke_mode() { 20 } else { 300 };
+    let fsync_append = fsync_probe(dir.path(), probes, false);
+    let fsync_overwrite = fsync_probe(dir.path(), probes, true);
     let r = rt.block_on(run(&pool, length));
     let after = file.stats();
     let commits = after.commits - before.commits;
     let syncs = (after.syncs - before.syncs).max(1);
     let per_sync = format!("{:.1}", commits as f64 / syncs as f64);
     let cloud_calls = cloud.total_calls() - calls_before;
-    let (f50, f99) = fsync.map_or_else(
-        || ("n/a".to_owned(), "n/a".to_owned()),
-        |s| (us(s.p50), us(s.p99)),
+    let probe = |s: Option<Summary>| {
+        s.map_or_else(
+            || ("n/a".to_owned(), "n/a".to_owned()),
+            |s| (us(s.p50), us(s.p99)),
+        )
+    };
+    let (a50, a99) = probe(fsync_append);
+    let (o50, o99) = probe(fsync_overwrite);
+    let journals = options.journals;
+    let overlapped = format!(
+        "{:.2}",
+        (after.overlapped_syncs - before.overlapped_syncs) as f64 / syncs as f64
     );
+    let compactions = after.compactions - before.compactions;
     print(
         "file",
         &r,
         &[
+            ("journals", &journals),
             ("commits_per_fsync", &per_sync),
-            ("fsync_p50_us", &f50),
-            ("fsync_p99_us", &f99),
+            ("overlapped_fsync_share", &overlapped),
+            ("compactions", &compactions),
+            ("fsync_overwrite_p50_us", &o50),
+            ("fsync_overwrite_p99_us", &o99),
+            ("fsync_append_p50_us", &a50),
+            ("fsync_append_p99_us", &a99),
             ("cloud_calls", &cloud_calls),
         ],
     );

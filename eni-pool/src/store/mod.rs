@@ -22,6 +22,7 @@ use crate::{
 };
 
 mod file;
+mod format;
 mod memory;
 
 pub use file::{FileStore, FileStoreOptions, FileStoreStats};
