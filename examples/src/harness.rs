@@ -51,6 +51,44 @@ impl Binaries {
     }
 }
 
+impl Binaries {
+    /// Symlinks named `cnikit` and `cnikit-agent` in `dir` pointing at the running executable,
+    /// which must call [`dispatch_self_exec`] first thing in `main` (benchmarks do: they cannot
+    /// depend on another package's binaries).
+    ///
+    /// # Errors
+    /// When the links cannot be made.
+    pub fn self_exec(dir: &Path) -> io::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let bins = Self {
+            plugin: dir.join("cnikit"),
+            agent: dir.join("cnikit-agent"),
+        };
+        for link in [&bins.plugin, &bins.agent] {
+            match std::fs::remove_file(link) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            std::os::unix::fs::symlink(&exe, link)?;
+        }
+        Ok(bins)
+    }
+}
+
+/// When the running executable was started as `cnikit` or `cnikit-agent` (through the links of
+/// [`Binaries::self_exec`]), runs that program and returns its exit code.
+#[must_use]
+pub fn dispatch_self_exec() -> Option<std::process::ExitCode> {
+    let mut args = std::env::args();
+    let argv0 = args.next()?;
+    match Path::new(&argv0).file_name()?.to_str()? {
+        "cnikit" => Some(crate::plugin::cli::cli_main()),
+        "cnikit-agent" => Some(crate::agent::cli::cli_main(&args.collect::<Vec<_>>())),
+        _ => None,
+    }
+}
+
 /// The outcome of one plugin invocation.
 #[derive(Clone, Debug)]
 pub struct CniOutcome {
@@ -101,6 +139,8 @@ pub struct TestNode {
     pub bins: Binaries,
     /// The agent's configuration (edit before [`TestNode::start_agent`]).
     pub agent_config: Value,
+    /// Extra environment of the agent.
+    pub agent_env: Vec<(String, String)>,
     agent: Option<ExternalProcess>,
 }
 
@@ -138,6 +178,7 @@ impl TestNode {
             dir,
             bins,
             agent_config,
+            agent_env: Vec::new(),
             agent: None,
         })
     }
@@ -163,6 +204,7 @@ impl TestNode {
         std::fs::write(&config, serde_json::to_vec_pretty(&self.agent_config)?)?;
         let mut cmd = self.node.command(&self.bins.agent.to_string_lossy())?;
         cmd.arg("--config").arg(&config);
+        cmd.envs(self.agent_env.iter().map(|(k, v)| (k, v)));
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }

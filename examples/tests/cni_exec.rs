@@ -86,8 +86,12 @@ fn expect_code(outcome: &CniOutcome, code: u64, what: &str) {
 fn every_operation_in_every_version() {
     require_root!("every_operation_in_every_version");
     let node = node();
+    // This kernel has no ipvlan: `auto` (the agent's ipvlan choice) and `ipvlan` fall back to
+    // veth, found by probing.
+    let modes = ["auto", "ipvlan", "veth"];
     for (i, version) in ["0.4.0", "1.0.0", "1.1.0"].into_iter().enumerate() {
-        let conf = node.netconf(version);
+        let mut conf = node.netconf(version);
+        conf["mode"] = json!(modes[i]);
         let v = node.cni("VERSION", &conf, "", None, "", "").unwrap();
         assert!(v.success, "{}", v.stdout);
         assert_eq!(v.output["cniVersion"], json!(version));
@@ -106,6 +110,13 @@ fn every_operation_in_every_version() {
         let ip = add.ip().unwrap();
         assert_eq!(&ip.octets()[..2], &[198, 18], "{ip}");
         assert_eq!(add.output["dns"]["nameservers"], json!(["169.254.20.10"]));
+        let host = add.output["interfaces"][0]["name"].as_str().unwrap();
+        assert!(
+            host.starts_with("cnk"),
+            "{} wired with veth: {}",
+            modes[i],
+            add.stdout
+        );
         // The pod reaches the VPC through its ENI, and back.
         assert!(reaches(&pod, &node.vpc, GATEWAY), "{version}: pod -> VPC");
         // A retried ADD gets the same address.
@@ -249,6 +260,29 @@ fn errors_carry_the_reserved_codes() {
         .run_async(|| async { node.stats().await.unwrap() });
     assert_eq!(stats.pool.in_use, 0);
     assert_eq!(host_veths(&node), 0);
+
+    // The socket: only root may talk; another protocol version is refused, garbage too.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(node.socket())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    for (request, kind) in [
+        (r#"{"version":2,"id":5,"request":"status"}"#, "version"),
+        (
+            r#"{"version":1,"id":6,"request":"launch_missiles"}"#,
+            "invalid_request",
+        ),
+    ] {
+        let mut s = std::os::unix::net::UnixStream::connect(node.socket()).unwrap();
+        writeln!(s, "{request}").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(reply["error"]["kind"], json!(kind), "{reply}");
+        assert_eq!(reply["version"], json!(1));
+    }
 
     // The agent gone: ADD is "try again later", STATUS "not ready".
     node.stop_agent().unwrap();
@@ -513,4 +547,99 @@ fn agent_restart_in_the_middle_of_a_burst() {
     }
     assert_eq!(host_veths(&node), 0);
     assert!(cloud.cloud.total_calls() >= calls_before);
+}
+
+#[test]
+fn exclusive_eni_mode() {
+    require_root!("exclusive_eni_mode");
+    let node = node();
+    let mut conf = node.netconf("1.1.0");
+    conf["mode"] = json!("exclusive");
+    let pod = TestNetns::create(Role::Pod).unwrap();
+    let add = node.add(&conf, "excl-1", &pod, "prod", "db").unwrap();
+    assert!(add.success, "{} {}", add.stdout, add.stderr);
+    // The ENI itself is the pod's eth0 now.
+    let links = pod.ip(&["-o", "link", "show", "eth0"]).unwrap();
+    assert!(links.contains("eth0"), "{links}");
+    assert!(reaches(&pod, &node.vpc, GATEWAY), "exclusive pod -> VPC");
+    let check = node
+        .cni(
+            "CHECK",
+            &with_prev(&conf, &add),
+            "excl-1",
+            Some(pod.path()),
+            "eth0",
+            "",
+        )
+        .unwrap();
+    assert!(check.success, "{}", check.stdout);
+    let del = node
+        .cni(
+            "DEL",
+            &with_prev(&conf, &add),
+            "excl-1",
+            Some(pod.path()),
+            "eth0",
+            "",
+        )
+        .unwrap();
+    assert!(del.success, "{}", del.stdout);
+    // The ENI is back on the node, out of the pod.
+    assert!(pod.ip(&["-o", "link", "show", "eth0"]).is_err());
+}
+
+#[test]
+fn a_late_del_never_unwires_the_next_holder_of_an_address() {
+    require_root!("a_late_del_never_unwires_the_next_holder_of_an_address");
+    let node = node();
+    let conf = node.netconf("1.1.0");
+    let a = TestNetns::create(Role::Pod).unwrap();
+    let add_a = node.add(&conf, "late-a", &a, "prod", "a").unwrap();
+    assert!(add_a.success, "{}", add_a.stdout);
+    let x = add_a.ip().unwrap();
+    let a_prev = with_prev(&conf, &add_a);
+    assert!(
+        node.cni("DEL", &a_prev, "late-a", Some(a.path()), "eth0", "")
+            .unwrap()
+            .success
+    );
+    // After the cool-down (1 s here) the address goes to another pod.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut holder = None;
+    let mut pods = Vec::new();
+    for i in 0..40 {
+        let pod = TestNetns::create(Role::Pod).unwrap();
+        let add = node
+            .add(&conf, &format!("late-b{i}"), &pod, "prod", &format!("b{i}"))
+            .unwrap();
+        assert!(add.success, "{}", add.stdout);
+        let found = add.ip() == Some(x);
+        pods.push((pod, add, format!("late-b{i}")));
+        if found {
+            holder = Some(pods.len() - 1);
+            break;
+        }
+    }
+    let (b, add_b, id_b) = &pods[holder.expect("the address was handed out again")];
+    // The runtime repeats A's DEL (with A's prevResult naming the same address).
+    let late = node
+        .cni("DEL", &a_prev, "late-a", Some(a.path()), "eth0", "")
+        .unwrap();
+    assert!(late.success, "{}", late.stdout);
+    let check = node
+        .cni(
+            "CHECK",
+            &with_prev(&conf, add_b),
+            id_b,
+            Some(b.path()),
+            "eth0",
+            "",
+        )
+        .unwrap();
+    assert!(
+        check.success,
+        "the new holder's wiring is intact: {}",
+        check.stdout
+    );
+    assert!(reaches(b, &node.vpc, GATEWAY));
 }

@@ -261,16 +261,21 @@ impl Default for EniLinksConfig {
     }
 }
 
-/// eBPF tc attachment mode.
+/// eBPF tc attachment mode of the programs on each pod's host veth.
+///
+/// The default is `clsact`: every pod brings a fresh veth, and the first TCX program on a
+/// device waits for RCU grace periods in the kernel, about 15 ms per program on the test
+/// machine (Linux 6.18), 30 ms per `ADD`; a clsact filter takes about 0.3 ms. Both behave alike
+/// for the programs (they return `TC_ACT_UNSPEC` to let later programs run).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttachConfig {
     /// TCX on Linux >= 6.6, else clsact.
-    #[default]
     Auto,
     /// TCX only.
     Tcx,
-    /// clsact only.
+    /// clsact only (default).
+    #[default]
     Clsact,
 }
 
@@ -286,7 +291,7 @@ pub struct DataplaneConfig {
     /// agent restart. Default: none (everything is detached when the agent stops).
     #[serde(default)]
     pub pin_dir: Option<PathBuf>,
-    /// TCX or clsact. Default `auto`.
+    /// TCX or clsact. Default `clsact` (see [`AttachConfig`]).
     #[serde(default)]
     pub attach: AttachConfig,
     /// Map sizes; default: the dataplane's.
@@ -303,7 +308,7 @@ impl Default for DataplaneConfig {
         Self {
             enabled: true,
             pin_dir: None,
-            attach: AttachConfig::Auto,
+            attach: AttachConfig::Clsact,
             capacity: None,
             node_addresses: None,
         }

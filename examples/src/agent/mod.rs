@@ -12,6 +12,7 @@
 //! - [`metrics`]: Prometheus text format.
 
 pub mod catalog;
+pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod endpoints;

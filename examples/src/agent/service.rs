@@ -110,6 +110,8 @@ pub struct Agent {
     links: SharedLinks,
     node: Node,
     datapath: Datapath,
+    /// Whether the kernel can make ipvlan links.
+    ipvlan: bool,
     endpoints: Mutex<Endpoints>,
     liveness: AgentLiveness,
     dataplane: Option<Mutex<Dataplane>>,
@@ -152,6 +154,19 @@ impl Agent {
     /// # Errors
     /// [`StartError`] naming the part that failed; nothing is left half-started.
     pub async fn start(config: AgentConfig) -> Result<Arc<Self>, StartError> {
+        let cloud = cloud::build(&config.cloud).await?;
+        Self::start_with_cloud(config, cloud).await
+    }
+
+    /// As [`Agent::start`], with a cloud built by the caller (a custom [`cloud::Cloud`]
+    /// provider, or a wrapper around the configured one); `config.cloud` is not used.
+    ///
+    /// # Errors
+    /// As [`Agent::start`].
+    pub async fn start_with_cloud(
+        config: AgentConfig,
+        cloud: cloud::Cloud,
+    ) -> Result<Arc<Self>, StartError> {
         let node_ns = Netns::current().map_err(|e| StartError::Network(e.to_string()))?;
         let node = Node::connect(&node_ns).map_err(|e| StartError::Network(e.to_string()))?;
         if config.node.manage_sysctls {
@@ -165,20 +180,19 @@ impl Agent {
                     .map_err(|e| StartError::Network(format!("{key}: {e}")))?;
             }
         }
+        // Probed once, here: plugins asking for ipvlan get veth where the kernel has none.
+        let choice = probe::probe_and_choose(Mode::IpVlan, node.connector().as_ref())
+            .await
+            .map_err(|e| StartError::Network(format!("probing for ipvlan: {e}")))?;
+        let ipvlan = choice.fallback_reason.is_none();
+        if let Some(why) = &choice.fallback_reason {
+            tracing::warn!(%why, "the node has no ipvlan; ipvlan pods are wired with veth");
+        }
         let datapath = match config.node.datapath {
-            Datapath::Ipvlan => {
-                let choice = probe::probe_and_choose(Mode::IpVlan, node.connector().as_ref())
-                    .await
-                    .map_err(|e| StartError::Network(format!("probing for ipvlan: {e}")))?;
-                if let Some(why) = &choice.fallback_reason {
-                    tracing::warn!(%why, "the node has no ipvlan; pods are wired with veth");
-                }
-                Datapath::from_mode(choice.chosen)
-            }
+            Datapath::Ipvlan if !ipvlan => Datapath::Veth,
             other => other,
         };
 
-        let cloud = cloud::build(&config.cloud).await?;
         let pool_config = complete_pool_config(&config.pool, cloud.metadata.as_ref()).await?;
         let state_dir = &config.state_dir;
         std::fs::create_dir_all(state_dir).map_err(|e| StartError::Records {
@@ -264,6 +278,7 @@ impl Agent {
             links,
             node,
             datapath,
+            ipvlan,
             endpoints: Mutex::new(endpoints),
             liveness,
             dataplane,
@@ -438,7 +453,7 @@ impl Agent {
             ));
         }
         let datapath = match req.datapath {
-            Some(Datapath::Ipvlan) if self.datapath == Datapath::Veth => Datapath::Veth,
+            Some(Datapath::Ipvlan) if !self.ipvlan => Datapath::Veth,
             Some(d) => d,
             None => self.datapath,
         };

@@ -24,7 +24,8 @@ pub enum PluginMode {
     /// An ipvlan L2 sub-interface of a shared ENI (falls back to veth where the kernel has no
     /// ipvlan).
     Ipvlan,
-    /// A whole ENI moved into the pod.
+    /// A whole ENI moved into the pod (`exclusive` or `exclusive-eni`).
+    #[serde(alias = "exclusive")]
     ExclusiveEni,
 }
 

@@ -1,5 +1,5 @@
 //! The CNI specification (1.1, with 0.3.x, 0.4.0 and 1.0.0 compatibility) as small serde types:
-//! the invocation [`env`](mod@env)ironment, the network [`config`], the [`result`], the [`error`]
+//! the invocation [environment](mod@env), the network [`config`], the [`result`], the [`error`]
 //! result with its reserved codes, and [`version`]s.
 //!
 //! Nothing here panics on input: every malformed environment, configuration or previous

@@ -14,13 +14,15 @@
 //! | `GC` | `gc` with `cni.dev/valid-attachments`; every error is reported |
 //! | `VERSION` | the supported versions |
 
+pub mod cli;
+
 use std::{
     net::{IpAddr, Ipv4Addr},
     path::Path,
 };
 
 use cnikit_netns_setup::{
-    EniRef, Error as WireError, IpConfig as WireIp, Mode, Netns, Node, PodNetwork, naming, probe,
+    EniRef, Error as WireError, IpConfig as WireIp, Netns, Node, PodNetwork, naming,
 };
 use ipnetwork::{IpNetwork, Ipv4Network};
 use serde_json::{Value, json};
@@ -127,7 +129,7 @@ impl Plugin<'_> {
         let netns_path = self.env.netns.as_deref().unwrap_or_else(|| Path::new(""));
         let netns = open_netns(netns_path)?;
         let node = node()?;
-        let datapath = self.requested_datapath(&node).await?;
+        let datapath = self.requested_datapath();
         let attachment = self.attachment();
         let request = Request::Allocate(AllocateRequest {
             network,
@@ -196,23 +198,16 @@ impl Plugin<'_> {
         Ok(result.to_json(self.version))
     }
 
-    /// The datapath the configuration insists on; an `ipvlan` request is probed here and falls
-    /// back to veth where the kernel lacks ipvlan.
-    async fn requested_datapath(&self, node: &Node) -> Result<Option<Datapath>, CniError> {
-        Ok(match self.conf.mode {
+    /// The datapath the configuration insists on (`None`: the agent's). An `ipvlan` request
+    /// is passed on as it is: the agent probed the kernel once at start and answers with veth
+    /// where there is no ipvlan (probing here would cost a scratch namespace per `ADD`).
+    fn requested_datapath(&self) -> Option<Datapath> {
+        match self.conf.mode {
             PluginMode::Auto => None,
             PluginMode::Veth => Some(Datapath::Veth),
             PluginMode::ExclusiveEni => Some(Datapath::ExclusiveEni),
-            PluginMode::Ipvlan => {
-                let choice = probe::probe_and_choose(Mode::IpVlan, node.connector().as_ref())
-                    .await
-                    .map_err(|e| wire_error(&e, "probing for ipvlan"))?;
-                if let Some(why) = &choice.fallback_reason {
-                    tracing::warn!(%why, "using veth instead of ipvlan");
-                }
-                Some(Datapath::from_mode(choice.chosen))
-            }
-        })
+            PluginMode::Ipvlan => Some(Datapath::Ipvlan),
+        }
     }
 
     fn pod_network(&self, alloc: &PodAllocation, netns: Option<Netns>) -> PodNetwork {
