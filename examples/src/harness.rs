@@ -544,3 +544,82 @@ impl TestNode {
             json!([cnikit_cloud_api::sim::DEFAULT_SECURITY_GROUP]);
     }
 }
+
+/// A TCP relay from `127.0.0.1` in a test namespace to a server on the loopback of the
+/// namespace the test runs in (e.g. `moto_server`), so that an agent inside the node namespace
+/// reaches it without any change to either namespace's addresses or routes: the listening
+/// socket is made inside the namespace, the outgoing connections from the caller's thread.
+/// Stops on drop (connections in flight end when either side closes).
+#[derive(Debug)]
+pub struct TcpRelay {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for TcpRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().ok();
+        }
+    }
+}
+
+impl TcpRelay {
+    /// Listens on `127.0.0.1` (a free port) in `netns` and forwards each connection to
+    /// `target`, connecting from the calling thread's namespace.
+    ///
+    /// # Errors
+    /// When the listener cannot be made.
+    pub fn start(netns: &TestNetns, target: std::net::SocketAddr) -> io::Result<Self> {
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        let listener = netns.run(|| TcpListener::bind(("127.0.0.1", 0)))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        // Plain threads: they stay in the caller's namespace, where `target` listens.
+        let thread = std::thread::spawn(move || {
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    io::copy(&mut from, &mut to).ok();
+                    to.shutdown(Shutdown::Write).ok();
+                });
+            };
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((inside, _)) => {
+                        let Ok(outside) =
+                            TcpStream::connect_timeout(&target, Duration::from_secs(5))
+                        else {
+                            continue;
+                        };
+                        let (Ok(inside2), Ok(outside2)) = (inside.try_clone(), outside.try_clone())
+                        else {
+                            continue;
+                        };
+                        inside.set_nonblocking(false).ok();
+                        pipe(inside, outside);
+                        pipe(outside2, inside2);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/` (valid inside the namespace).
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}

@@ -3,14 +3,16 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use cnikit_cloud_api::{
     CloudProvider,
     credentials::{
         Credentials, CredentialsProvider, EnvCredentials, RamRoleConfig, RamRoleCredentials,
         StaticCredentials,
     },
+    ec2::Ec2ProviderConfig,
     ecs::{EcsClient, EcsConfig, Endpoint},
-    metadata::{ImdsClient, ImdsConfig, InstanceMetadata},
+    metadata::{Ec2Metadata, ImdsClient, ImdsConfig, InstanceMetadata, MetadataInterface},
     sim::{SimCloud, SimConfig},
 };
 
@@ -41,11 +43,97 @@ pub struct CloudSetupError {
 ///
 /// # Errors
 /// [`CloudSetupError`] for an inconsistent simulator region, missing credentials, or an
-/// unreachable metadata service.
+/// unreachable metadata service. On AWS, call [`apply_provider_rules`] on the pool's
+/// configuration too.
 pub async fn build(config: &CloudConfig) -> Result<Cloud, CloudSetupError> {
     match config {
         CloudConfig::Simulator(sim) => simulator(sim),
         CloudConfig::Alibaba(ali) => alibaba(ali).await,
+        CloudConfig::Aws(ec2) => aws(ec2).await,
+    }
+}
+
+/// The pool rules a provider imposes whatever the configuration says: on AWS (as the AWS VPC
+/// CNI does) an ENI's primary address is never a pod's, and a subnet's gateway is its first
+/// address.
+pub fn apply_provider_rules(config: &CloudConfig, pool: &mut cnikit_eni_pool::PoolConfig) {
+    if let CloudConfig::Aws(_) = config {
+        if pool.hand_out_eni_primary_ip {
+            tracing::info!("AWS: an ENI's primary address is never handed to a pod");
+        }
+        pool.hand_out_eni_primary_ip = false;
+        pool.gateway = cnikit_eni_pool::GatewayRule::First;
+    }
+}
+
+async fn aws(config: &Ec2ProviderConfig) -> Result<Cloud, CloudSetupError> {
+    let err = |message: String| CloudSetupError {
+        provider: "aws",
+        message,
+    };
+    let ec2 = config.connect().await.map_err(|e| err(e.to_string()))?;
+    // What the configuration names wins; the rest (the subnet when `pool.vswitches` is empty,
+    // the VPC, the MACs) comes from IMDSv2, asked only when needed.
+    let imds = match ec2.metadata {
+        Some(m) => m,
+        None => {
+            let mut imds = ImdsConfig::aws();
+            if let Some(url) = &config.imds_endpoint {
+                imds.base_url.clone_from(url);
+            }
+            Arc::new(Ec2Metadata::new(imds).map_err(|e| err(e.to_string()))?)
+        }
+    };
+    Ok(Cloud {
+        provider: Arc::new(ec2.client),
+        metadata: Arc::new(Ec2Node {
+            instance_id: ec2.instance_id,
+            instance_type: ec2.instance_type,
+            region: ec2.region,
+            imds,
+        }),
+        simulator: None,
+    })
+}
+
+/// An EC2 node's facts: the identity the configuration (or one earlier metadata read) gave,
+/// everything else from `IMDSv2`.
+#[derive(Debug)]
+struct Ec2Node {
+    instance_id: String,
+    instance_type: String,
+    region: String,
+    imds: Arc<Ec2Metadata>,
+}
+
+#[async_trait]
+impl InstanceMetadata for Ec2Node {
+    async fn instance_id(&self) -> cnikit_cloud_api::Result<String> {
+        Ok(self.instance_id.clone())
+    }
+    async fn instance_type(&self) -> cnikit_cloud_api::Result<String> {
+        Ok(self.instance_type.clone())
+    }
+    async fn region_id(&self) -> cnikit_cloud_api::Result<String> {
+        Ok(self.region.clone())
+    }
+    async fn zone_id(&self) -> cnikit_cloud_api::Result<String> {
+        self.imds.zone_id().await
+    }
+    async fn vpc_id(&self) -> cnikit_cloud_api::Result<String> {
+        self.imds.vpc_id().await
+    }
+    async fn subnet_id(&self) -> cnikit_cloud_api::Result<String> {
+        self.imds.subnet_id().await
+    }
+    async fn primary_mac(&self) -> cnikit_cloud_api::Result<String> {
+        self.imds.primary_mac().await
+    }
+    async fn macs(&self) -> cnikit_cloud_api::Result<Vec<String>> {
+        self.imds.macs().await
+    }
+    async fn interface(&self, mac: &str) -> cnikit_cloud_api::Result<MetadataInterface> {
+        self.imds.interface(mac).await
     }
 }
 

@@ -107,6 +107,16 @@ pub enum CloudConfig {
     Simulator(SimulatorConfig),
     /// Alibaba Cloud ECS (or anything speaking its RPC API, such as the `ecs-sim` binary).
     Alibaba(AlibabaConfig),
+    /// AWS EC2 (or anything speaking its Query API, such as `moto_server`):
+    /// `cnikit_cloud_api::ec2::Ec2ProviderConfig` (endpoint, region, credentials, and the
+    /// node's `instance_id` / `instance_type`; what is left out is read from `IMDSv2`; the
+    /// subnets are `pool.vswitches`, else the primary ENI's subnet from `IMDSv2`). On AWS the
+    /// agent applies the AWS VPC CNI's rules to the pool whatever `pool` says: an ENI's
+    /// primary address is never a pod's (`hand_out_eni_primary_ip = false`) and a subnet's
+    /// gateway is its first address (`gateway = "first"`). This variant is read, never
+    /// written: serializing it is an error (the provider's configuration holds secrets).
+    #[serde(skip_serializing)]
+    Aws(cnikit_cloud_api::ec2::Ec2ProviderConfig),
 }
 
 impl Default for CloudConfig {
@@ -403,8 +413,12 @@ impl AgentConfig {
                 self.state_dir.display()
             ));
         }
-        if self.pool.security_groups.is_empty() && matches!(self.cloud, CloudConfig::Alibaba(_)) {
+        let real_cloud = matches!(self.cloud, CloudConfig::Alibaba(_) | CloudConfig::Aws(_));
+        if self.pool.security_groups.is_empty() && real_cloud {
             return bad("pool.security_groups must name at least one security group".into());
+        }
+        if let CloudConfig::Aws(aws) = &self.cloud {
+            validate_aws(aws)?;
         }
         if let Some(mtu) = self.node.mtu
             && !(576..=65535).contains(&mtu)
@@ -464,6 +478,30 @@ impl AgentConfig {
 }
 "#;
 
+    /// An example for a real AWS EC2 node (instance facts and subnet from `IMDSv2`,
+    /// credentials from the instance profile, ENIs found by MAC).
+    pub const EXAMPLE_AWS: &'static str = r#"{
+  "socket": "/run/cnikit/agent.sock",
+  "state_dir": "/var/lib/cnikit",
+  "cloud": { "provider": "aws", "credentials": { "source": "instance_profile" } },
+  "pool": {
+    "security_groups": ["sg-0123456789abcdef0"],
+    "shared": { "min_idle": 4, "max_idle": 16, "warm_up": 8 }
+  },
+  "node": {
+    "datapath": "ipvlan",
+    "service_cidrs": ["10.100.0.0/16"],
+    "host_stack_cidrs": ["169.254.20.10/32"],
+    "eni_links": { "kind": "mac", "wait": "30s" }
+  },
+  "dataplane": { "enabled": true, "pin_dir": "/sys/fs/bpf/cnikit" },
+  "catalog": { "path": "/etc/cnikit/catalog.json", "poll_interval": "2s" },
+  "metrics": { "listen": "127.0.0.1:9464" },
+  "dns": { "server": { "listen": "169.254.20.10:53" },
+           "upstream": { "servers": ["169.254.169.253:53"] } }
+}
+"#;
+
     /// An example for a real Alibaba Cloud node (instance facts from the metadata service,
     /// credentials from the instance's RAM role).
     pub const EXAMPLE_ALIBABA: &'static str = r#"{
@@ -487,6 +525,45 @@ impl AgentConfig {
            "upstream": { "servers": ["100.100.2.136:53"] } }
 }
 "#;
+}
+
+/// Checks the `cloud` table of provider `aws`: URLs that are URLs, ids that look like EC2's.
+fn validate_aws(aws: &cnikit_cloud_api::ec2::Ec2ProviderConfig) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError(m));
+    for (field, url) in [
+        ("cloud.endpoint", &aws.endpoint),
+        ("cloud.imds_endpoint", &aws.imds_endpoint),
+    ] {
+        if let Some(url) = url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad(format!(
+                "{field} {url:?} must be an http:// or https:// URL"
+            ));
+        }
+    }
+    let blank = |s: &Option<String>| s.as_ref().is_some_and(|s| s.trim().is_empty());
+    for (field, value) in [
+        ("cloud.region", &aws.region),
+        ("cloud.instance_type", &aws.instance_type),
+    ] {
+        if blank(value) {
+            return bad(format!(
+                "{field} must not be empty (leave it out to read IMDSv2)"
+            ));
+        }
+    }
+    if let Some(id) = &aws.instance_id
+        && !id.starts_with("i-")
+    {
+        return bad(format!(
+            "cloud.instance_id {id:?} is not an EC2 instance id (i-...)"
+        ));
+    }
+    if aws.nodes_sharing_limits == Some(0) {
+        return bad("cloud.nodes_sharing_limits must be at least 1".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -514,6 +591,53 @@ mod tests {
             a.credentials,
             CredentialsConfig::RamRole { role: None }
         ));
+    }
+
+    #[test]
+    fn aws_parses_and_is_checked() {
+        let c = AgentConfig::from_json(AgentConfig::EXAMPLE_AWS).unwrap();
+        let CloudConfig::Aws(aws) = &c.cloud else {
+            panic!("aws expected")
+        };
+        assert!(matches!(
+            aws.credentials,
+            cnikit_cloud_api::ec2::Ec2CredentialsSource::InstanceProfile { role: None }
+        ));
+        assert_eq!(aws.instance_id, None);
+        let moto = r#"{"cloud":{"provider":"aws","endpoint":"http://127.0.0.1:5055/",
+            "region":"us-east-1","instance_id":"i-0123","instance_type":"m5.large",
+            "credentials":{"source":"static","access_key_id":"testing",
+            "secret_access_key":"testing"}},
+            "pool":{"security_groups":["sg-1"],"vswitches":["subnet-1"]}}"#;
+        let c = AgentConfig::from_json(moto).unwrap();
+        let CloudConfig::Aws(aws) = &c.cloud else {
+            panic!("aws expected")
+        };
+        assert_eq!(aws.instance_type.as_deref(), Some("m5.large"));
+        // The secret is never printed, and the variant is never written back.
+        assert!(format!("{c:?}").contains("secret_access_key: ***"), "{c:?}");
+        assert!(serde_json::to_string(&c.cloud).is_err());
+
+        let err = |text: &str| AgentConfig::from_json(text).unwrap_err().to_string();
+        let with = |cloud: &str| {
+            format!(
+                r#"{{"cloud":{{"provider":"aws",{cloud}}},"pool":{{"security_groups":["sg"]}}}}"#
+            )
+        };
+        assert!(err(r#"{"cloud":{"provider":"aws"}}"#).contains("pool.security_groups"));
+        assert!(err(&with(r#""regoin":"us-east-1""#)).contains("regoin"));
+        assert!(err(&with(r#""endpoint":"127.0.0.1:5055""#)).contains("cloud.endpoint"));
+        assert!(err(&with(r#""imds_endpoint":"x""#)).contains("cloud.imds_endpoint"));
+        assert!(err(&with(r#""region":" ""#)).contains("cloud.region"));
+        assert!(err(&with(r#""instance_type":"""#)).contains("cloud.instance_type"));
+        assert!(err(&with(r#""instance_id":"vm-1""#)).contains("cloud.instance_id"));
+        assert!(err(&with(r#""nodes_sharing_limits":0"#)).contains("nodes_sharing_limits"));
+        assert!(
+            err(&with(
+                r#""credentials":{"source":"static","access_key_id":"a"}"#
+            ))
+            .contains("secret_access_key")
+        );
     }
 
     #[test]

@@ -159,7 +159,8 @@ impl Agent {
     }
 
     /// As [`Agent::start`], with a cloud built by the caller (a custom [`cloud::Cloud`]
-    /// provider, or a wrapper around the configured one); `config.cloud` is not used.
+    /// provider, or a wrapper around the configured one); `config.cloud` only selects the
+    /// provider's pool rules ([`cloud::apply_provider_rules`]).
     ///
     /// # Errors
     /// As [`Agent::start`].
@@ -193,7 +194,8 @@ impl Agent {
             other => other,
         };
 
-        let pool_config = complete_pool_config(&config.pool, cloud.metadata.as_ref()).await?;
+        let mut pool_config = complete_pool_config(&config.pool, cloud.metadata.as_ref()).await?;
+        cloud::apply_provider_rules(&config.cloud, &mut pool_config);
         let state_dir = &config.state_dir;
         std::fs::create_dir_all(state_dir).map_err(|e| StartError::Records {
             path: state_dir.clone(),
