@@ -1,5 +1,6 @@
 //! `cnikit-agent`'s command line: the default configuration it prints is valid and names the
-//! embedded simulator and its socket; a bad file is refused with the field named.
+//! embedded simulator and its socket; the example configurations for real clouds check out; a
+//! bad file is refused with the field named.
 #![allow(
     clippy::unwrap_used,
     reason = "test code: a failed unwrap is a failed test"
@@ -45,4 +46,51 @@ fn the_printed_default_configuration_checks_out() {
     let usage = Command::new(AGENT).arg("--frobnicate").output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&usage.stderr).contains("usage"));
+}
+
+#[test]
+fn the_printed_cloud_examples_check_out() {
+    let dir = tempfile::tempdir().unwrap();
+    for cloud in ["alibaba", "aws"] {
+        let out = Command::new(AGENT)
+            .args(["--print-example-config", cloud])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cloud}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["cloud"]["provider"], cloud);
+        let path = dir.path().join(format!("{cloud}.json"));
+        std::fs::write(&path, &text).unwrap();
+        let check = Command::new(AGENT)
+            .arg("--check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{cloud}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    // A mistake in the AWS table is named.
+    let aws = dir.path().join("aws.json");
+    let text = std::fs::read_to_string(&aws).unwrap().replace(
+        r#""provider": "aws","#,
+        r#""provider": "aws", "instance_id": "vm-1","#,
+    );
+    std::fs::write(&aws, text).unwrap();
+    let bad = Command::new(AGENT)
+        .arg("--check-config")
+        .arg(&aws)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cloud.instance_id"));
+    let unknown = Command::new(AGENT)
+        .args(["--print-example-config", "gcp"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("gcp"));
 }

@@ -6,8 +6,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{Agent, AgentConfig, cloud::Cloud, metrics, server};
 
-const USAGE: &str =
-    "usage: cnikit-agent (--config FILE | --print-default-config | --check-config FILE)";
+const USAGE: &str = "usage: cnikit-agent (--config FILE | --print-default-config | \
+     --print-example-config (alibaba|aws) | --check-config FILE)";
 
 /// The `cnikit-agent` binary with its arguments (without the program name).
 #[must_use]
@@ -27,6 +27,18 @@ pub fn cli_main_with(args: &[String], wrap: fn(Cloud) -> Cloud) -> ExitCode {
     {
         ["--print-default-config"] => {
             print!("{}", AgentConfig::DEFAULT);
+            return ExitCode::SUCCESS;
+        }
+        ["--print-example-config", cloud] => {
+            let example = match *cloud {
+                "alibaba" => AgentConfig::EXAMPLE_ALIBABA,
+                "aws" => AgentConfig::EXAMPLE_AWS,
+                other => {
+                    eprintln!("no example for cloud {other:?} (alibaba, aws)\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            print!("{example}");
             return ExitCode::SUCCESS;
         }
         ["--config", path] => (*path).to_owned(),

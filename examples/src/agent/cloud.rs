@@ -212,3 +212,42 @@ async fn alibaba(config: &AlibabaConfig) -> Result<Cloud, CloudSetupError> {
         simulator: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::AgentConfig;
+
+    /// The configured identity is answered without the metadata service; what is not
+    /// configured is asked of it (unreachable here, so the error names it).
+    #[tokio::test]
+    async fn aws_identity_from_the_configuration_first() {
+        let config = AgentConfig::from_json(
+            r#"{"cloud":{"provider":"aws","endpoint":"http://127.0.0.1:9/",
+                "region":"eu-west-1","instance_id":"i-0abc","instance_type":"m5.large",
+                "imds_endpoint":"http://127.0.0.1:9/",
+                "credentials":{"source":"static","access_key_id":"a","secret_access_key":"b"}},
+                "pool":{"security_groups":["sg-1"]}}"#,
+        )
+        .unwrap();
+        let cloud = build(&config.cloud).await.unwrap();
+        assert!(cloud.simulator.is_none());
+        assert_eq!(cloud.metadata.instance_id().await.unwrap(), "i-0abc");
+        assert_eq!(cloud.metadata.instance_type().await.unwrap(), "m5.large");
+        assert_eq!(cloud.metadata.region_id().await.unwrap(), "eu-west-1");
+        let err = cloud.metadata.subnet_id().await.unwrap_err().to_string();
+        assert!(
+            err.contains("127.0.0.1:9") || err.contains("metadata"),
+            "{err}"
+        );
+
+        let mut pool = config.pool.clone();
+        assert!(pool.hand_out_eni_primary_ip);
+        apply_provider_rules(&config.cloud, &mut pool);
+        assert!(!pool.hand_out_eni_primary_ip);
+        assert_eq!(pool.gateway, cnikit_eni_pool::GatewayRule::First);
+        let mut sim_pool = config.pool;
+        apply_provider_rules(&CloudConfig::default(), &mut sim_pool);
+        assert!(sim_pool.hand_out_eni_primary_ip);
+    }
+}
