@@ -10,6 +10,15 @@ use std::process::Command;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_cnikit-agent");
 
+/// `cnikit-agent --check-config path`.
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    Command::new(AGENT)
+        .arg("--check-config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn the_printed_default_configuration_checks_out() {
     let out = Command::new(AGENT)
@@ -24,11 +33,7 @@ fn the_printed_default_configuration_checks_out() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.json");
     std::fs::write(&path, &text).unwrap();
-    let check = Command::new(AGENT)
-        .arg("--check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let check = check_config(&path);
     assert!(
         check.status.success(),
         "{}",
@@ -36,11 +41,7 @@ fn the_printed_default_configuration_checks_out() {
     );
 
     std::fs::write(&path, text.replace("\"socket\"", "\"sockett\"")).unwrap();
-    let bad = Command::new(AGENT)
-        .arg("--check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let bad = check_config(&path);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("sockett"));
     let usage = Command::new(AGENT).arg("--frobnicate").output().unwrap();
@@ -62,11 +63,7 @@ fn the_printed_cloud_examples_check_out() {
         assert_eq!(json["cloud"]["provider"], cloud);
         let path = dir.path().join(format!("{cloud}.json"));
         std::fs::write(&path, &text).unwrap();
-        let check = Command::new(AGENT)
-            .arg("--check-config")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let check = check_config(&path);
         assert!(
             check.status.success(),
             "{cloud}: {}",
@@ -80,11 +77,7 @@ fn the_printed_cloud_examples_check_out() {
         r#""provider": "aws", "instance_id": "vm-1","#,
     );
     std::fs::write(&aws, text).unwrap();
-    let bad = Command::new(AGENT)
-        .arg("--check-config")
-        .arg(&aws)
-        .output()
-        .unwrap();
+    let bad = check_config(&aws);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cloud.instance_id"));
     let unknown = Command::new(AGENT)
