@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_root
 scripts/setup.sh
-cargo run --release --locked -p cnikit-examples --bin cnikit-demo
+# The demo runs the `cnikit` plugin and `cnikit-agent` binaries built beside it.
+cargo build --release --locked -p cnikit-examples --bins
+exec "${CARGO_TARGET_DIR:-target}/release/cnikit-demo" "$@"

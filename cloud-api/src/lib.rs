@@ -41,6 +41,8 @@
 
 mod backoff;
 pub mod credentials;
+#[cfg(feature = "aws")]
+pub mod ec2;
 pub mod ecs;
 mod error;
 mod http;
@@ -48,6 +50,7 @@ pub mod metadata;
 mod provider;
 mod rand;
 mod ratelimit;
+mod retry;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod timefmt;

@@ -162,36 +162,55 @@ impl RateLimits {
     /// The rate for `action`.
     #[must_use]
     pub fn rate(&self, action: Action) -> Option<Rate> {
-        self.per_action
-            .get(action.as_str())
-            .copied()
-            .or(self.default)
+        self.rate_of(action.as_str())
+    }
+
+    /// The rate for the action named `action` (any cloud's).
+    #[must_use]
+    pub fn rate_of(&self, action: &str) -> Option<Rate> {
+        self.per_action.get(action).copied().or(self.default)
+    }
+
+    /// Sets the limit of the action named `action` (any cloud's, e.g. an EC2 action).
+    #[must_use]
+    pub fn with_named(mut self, action: impl Into<String>, rate: Rate) -> Self {
+        self.per_action.insert(action.into(), rate);
+        self
     }
 }
 
 /// The client's limiter: one bucket per action, waiters served in arrival order.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
-    buckets: BTreeMap<Action, std::sync::Mutex<TokenBucket>>,
+    buckets: BTreeMap<&'static str, std::sync::Mutex<TokenBucket>>,
 }
 
 impl RateLimiter {
+    /// Buckets for the ECS actions.
     pub(crate) fn new(limits: &RateLimits) -> Self {
+        Self::for_actions(limits, Action::ALL.map(Action::as_str))
+    }
+
+    /// Buckets for the actions named `actions` (of any cloud).
+    pub(crate) fn for_actions(
+        limits: &RateLimits,
+        actions: impl IntoIterator<Item = &'static str>,
+    ) -> Self {
         let now = Instant::now();
-        let buckets = Action::ALL
+        let buckets = actions
             .into_iter()
             .filter_map(|a| {
                 limits
-                    .rate(a)
+                    .rate_of(a)
                     .map(|r| (a, std::sync::Mutex::new(TokenBucket::new(r, now))))
             })
             .collect();
         Self { buckets }
     }
 
-    /// Waits for a token for `action`; returns how long it waited.
-    pub(crate) async fn acquire(&self, action: Action) -> Duration {
-        let Some(bucket) = self.buckets.get(&action) else {
+    /// Waits for a token for `action` (its wire name); returns how long it waited.
+    pub(crate) async fn acquire(&self, action: &str) -> Duration {
+        let Some(bucket) = self.buckets.get(action) else {
             return Duration::ZERO;
         };
         let wait = {
@@ -231,7 +250,9 @@ mod tests {
         let limiter = RateLimiter::new(&limits);
         let start = Instant::now();
         for _ in 0..12 {
-            limiter.acquire(Action::AttachNetworkInterface).await;
+            limiter
+                .acquire(Action::AttachNetworkInterface.as_str())
+                .await;
         }
         // 2 at once, then 10 more at 10/s: about one second.
         let took = start.elapsed();
@@ -241,7 +262,7 @@ mod tests {
         );
         // Unlimited actions never wait.
         assert_eq!(
-            limiter.acquire(Action::DescribeVSwitches).await,
+            limiter.acquire(Action::DescribeVSwitches.as_str()).await,
             Duration::ZERO
         );
     }

@@ -23,7 +23,8 @@ use cnikit_ebpf_dataplane::{
 };
 use cnikit_test_support::{require, require_root};
 use common::{
-    CLIENT, Cluster, Conn, IO_TIMEOUT, TCP_PORT, UDP_PORT, VIP, backend_ip, udp_ask, udp_socket,
+    CLIENT, CLIENT2, Cluster, Conn, IO_TIMEOUT, TCP_PORT, UDP_PORT, VIP, backend_ip, udp_ask,
+    udp_socket,
 };
 
 fn tcp_vip() -> ServiceKey {
@@ -134,6 +135,62 @@ fn tcp_and_udp_through_a_vip_via_tcx() {
 fn tcp_and_udp_through_a_vip_via_clsact() {
     require_root!("tcp_and_udp_through_a_vip_via_clsact");
     through_vip(AttachMode::Clsact);
+}
+
+/// Detaching one endpoint's interface leaves the other endpoints' programs in place: its
+/// traffic to the VIP is no longer translated, the other client's still is.
+fn detach_one_interface(mode: AttachMode) {
+    let cluster = Cluster::new(&[CLIENT, CLIENT2], 2);
+    let mut dp = small_dataplane();
+    cluster.attach(&mut dp, mode);
+    dp.upsert_service(&Service::new(udp_vip(), backends(&[0, 1], UDP_PORT)))
+        .unwrap();
+    let attached = dp.attachments().count();
+    let gone = cluster.pod(CLIENT).host_if.clone();
+    assert_eq!(dp.detach_interface(&gone).unwrap(), 2, "both programs");
+    assert_eq!(dp.attachments().count(), attached - 2);
+    assert!(dp.attachments().all(|(interface, ..)| interface != gone));
+    assert_eq!(dp.detach_interface(&gone).unwrap(), 0, "idempotent");
+
+    let kept = udp_socket(
+        &cluster.pod(CLIENT2).netns,
+        SocketAddrV4::new(CLIENT2, 21_000),
+    );
+    let (_, from) = udp_ask(&kept, SocketAddrV4::new(VIP, 53)).unwrap();
+    assert_eq!(
+        from,
+        SocketAddr::from((VIP, 53)),
+        "the other client is translated"
+    );
+    let detached = udp_socket(
+        &cluster.pod(CLIENT).netns,
+        SocketAddrV4::new(CLIENT, 21_000),
+    );
+    assert!(
+        udp_ask(&detached, SocketAddrV4::new(VIP, 53)).is_err(),
+        "no translation without the programs: the VIP answers nobody"
+    );
+}
+
+#[test]
+fn detach_interface_removes_only_that_endpoint_via_tcx() {
+    require_root!("detach_interface_removes_only_that_endpoint_via_tcx");
+    require!(
+        "detach_interface_removes_only_that_endpoint_via_tcx",
+        "TCX (Linux >= 6.6)",
+        if tcx_supported() {
+            Ok(())
+        } else {
+            Err("kernel older than 6.6")
+        }
+    );
+    detach_one_interface(AttachMode::Tcx);
+}
+
+#[test]
+fn detach_interface_removes_only_that_endpoint_via_clsact() {
+    require_root!("detach_interface_removes_only_that_endpoint_via_clsact");
+    detach_one_interface(AttachMode::Clsact);
 }
 
 /// Which backend the reference model gives a new flow (same Maglev table and hash as the

@@ -13,6 +13,7 @@
 //! - [`pods`]: a node namespace with routed pod namespaces (veth, /32 addresses, link-local
 //!   gateway), the shape a CNI builds.
 //! - [`bpffs`]: a private bpf filesystem instance for tests that pin BPF objects.
+//! - [`moto`]: `moto_server` (a real EC2 Query API) on loopback, one per test process.
 //!
 //! ```no_run
 //! use cnikit_test_support::{netns::{Role, TestNetns}, require_root};
@@ -29,6 +30,7 @@
 #![deny(missing_docs)]
 
 pub mod bpffs;
+pub mod moto;
 pub mod netns;
 pub mod pods;
 pub mod privilege;

@@ -171,6 +171,13 @@ pub const ENV_ACCESS_KEY_SECRET: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
 /// The environment variable holding an STS security token.
 pub const ENV_SECURITY_TOKEN: &str = "ALIBABA_CLOUD_SECURITY_TOKEN";
 
+/// AWS: the access key id variable.
+pub const AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+/// AWS: the secret access key variable.
+pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+/// AWS: the session token variable (temporary credentials).
+pub const AWS_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+
 /// Credentials from `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET` and
 /// (optional) `ALIBABA_CLOUD_SECURITY_TOKEN`, read once at construction.
 #[derive(Clone, Debug)]
@@ -190,16 +197,44 @@ impl EnvCredentials {
     /// # Errors
     /// [`Error::Credentials`] when the id or the secret is missing or empty.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        Self::from_names(
+            lookup,
+            [ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN],
+        )
+    }
+
+    /// Reads AWS's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and (optional)
+    /// `AWS_SESSION_TOKEN` from the process environment.
+    ///
+    /// # Errors
+    /// [`Error::Credentials`] when the id or the secret is missing or empty.
+    pub fn aws_from_env() -> Result<Self> {
+        Self::aws_from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// AWS's variables through `lookup`.
+    ///
+    /// # Errors
+    /// [`Error::Credentials`] when the id or the secret is missing or empty.
+    pub fn aws_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        Self::from_names(
+            lookup,
+            [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN],
+        )
+    }
+
+    fn from_names(lookup: impl Fn(&str) -> Option<String>, names: [&str; 3]) -> Result<Self> {
+        let [id_name, secret_name, token_name] = names;
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         let missing = |k: &str| Error::Credentials {
             provider: "environment".to_owned(),
             detail: format!("{k} is not set"),
             source: None,
         };
-        let id = get(ENV_ACCESS_KEY_ID).ok_or_else(|| missing(ENV_ACCESS_KEY_ID))?;
-        let secret = get(ENV_ACCESS_KEY_SECRET).ok_or_else(|| missing(ENV_ACCESS_KEY_SECRET))?;
+        let id = get(id_name).ok_or_else(|| missing(id_name))?;
+        let secret = get(secret_name).ok_or_else(|| missing(secret_name))?;
         let mut creds = Credentials::new(id.trim(), secret.trim());
-        creds.security_token = get(ENV_SECURITY_TOKEN).map(|t| Secret::new(t.trim()));
+        creds.security_token = get(token_name).map(|t| Secret::new(t.trim()));
         Ok(Self(creds))
     }
 }

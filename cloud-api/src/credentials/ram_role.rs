@@ -30,6 +30,10 @@ pub struct RamRoleConfig {
     /// Credentials with less than this left are not used: callers wait for fresh ones
     /// (default 60 s).
     pub min_remaining: Duration,
+    /// Where the role's documents are, relative to `/latest/` (default
+    /// `meta-data/ram/security-credentials/`; AWS: `meta-data/iam/security-credentials/`, see
+    /// [`RamRoleConfig::aws_instance_profile`]).
+    pub path: String,
 }
 
 impl Default for RamRoleConfig {
@@ -38,11 +42,23 @@ impl Default for RamRoleConfig {
             role_name: None,
             refresh_before: Duration::from_secs(15 * 60),
             min_remaining: Duration::from_secs(60),
+            path: "meta-data/ram/security-credentials/".to_owned(),
         }
     }
 }
 
 impl RamRoleConfig {
+    /// The AWS instance profile's role (`meta-data/iam/security-credentials/<role>`, whose
+    /// documents carry `SecretAccessKey` and `Token`), read through an `IMDSv2` client
+    /// ([`crate::metadata::ImdsConfig::aws`]).
+    #[must_use]
+    pub fn aws_instance_profile() -> Self {
+        Self {
+            path: "meta-data/iam/security-credentials/".to_owned(),
+            ..Self::default()
+        }
+    }
+
     /// The defaults for a known role.
     #[must_use]
     pub fn role(name: impl Into<String>) -> Self {
@@ -60,9 +76,9 @@ struct RoleDocument {
     code: Option<String>,
     #[serde(default)]
     access_key_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, alias = "SecretAccessKey")]
     access_key_secret: Option<String>,
-    #[serde(default)]
+    #[serde(default, alias = "Token")]
     security_token: Option<String>,
     #[serde(default)]
     expiration: Option<String>,
@@ -110,7 +126,7 @@ impl Inner {
     }
 
     async fn fetch(&self) -> Result<Credentials> {
-        let base = "meta-data/ram/security-credentials/";
+        let base = self.cfg.path.as_str();
         let role = match &self.cfg.role_name {
             Some(r) => r.clone(),
             None => self

@@ -21,12 +21,12 @@ use super::{
 };
 use crate::{
     CloudProvider,
-    backoff::Backoff,
     credentials::CredentialsProvider,
-    error::{ApiError, Error, ErrorKind, Result},
+    error::{ApiError, Error, Result},
     http::{BodyError, build_client, excerpt, read_capped},
-    rand::{SplitMix64, entropy, uuid_v4},
+    rand::uuid_v4,
     ratelimit::{RateLimiter, RateLimits},
+    retry::{self, RetryPolicy},
     timefmt::format_utc,
     types::{
         AssignIpsRequest, AttachEniRequest, CreateEniRequest, DetachEniRequest, Eni, EniFilter,
@@ -77,52 +77,6 @@ impl Endpoint {
                 format!("https://vpc-vpc.{region}.aliyuncs.com/"),
             ),
             Self::Custom { ecs, vpc } => (ecs.clone(), vpc.clone()),
-        }
-    }
-}
-
-/// Retries of one API call.
-///
-/// Retried: throttling (with `throttle_backoff`), 5xx and transport errors, conflicts, wrong
-/// state, a reused nonce (with `backoff`). Never retried: quota, vSwitch exhausted, permission,
-/// bad parameter, not found. Every attempt gets a fresh nonce and timestamp; a `ClientToken`
-/// stays the same.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct RetryPolicy {
-    /// Attempts in total (default 6).
-    pub max_attempts: u32,
-    /// Overall deadline of a call, retries and backoff included (default 60 s).
-    pub deadline: Duration,
-    /// Backoff after transient errors (default 200 ms ×2 up to 8 s, 50 % jitter).
-    pub backoff: Backoff,
-    /// Backoff after throttling (default 1 s ×2 up to 20 s, 50 % jitter).
-    pub throttle_backoff: Backoff,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 6,
-            deadline: Duration::from_secs(60),
-            backoff: Backoff::new(Duration::from_millis(200), 2.0, Duration::from_secs(8), 0.5),
-            throttle_backoff: Backoff::new(
-                Duration::from_secs(1),
-                2.0,
-                Duration::from_secs(20),
-                0.5,
-            ),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// One attempt, no retry.
-    #[must_use]
-    pub fn none() -> Self {
-        Self {
-            max_attempts: 1,
-            ..Self::default()
         }
     }
 }
@@ -342,7 +296,7 @@ impl EcsClient {
     /// One signed request, no retry.
     async fn attempt(&self, action: Action, params: &Params, deadline: Instant) -> Result<Vec<u8>> {
         let inner = &*self.inner;
-        let waited = inner.limiter.acquire(action).await;
+        let waited = inner.limiter.acquire(action.as_str()).await;
         if !waited.is_zero() {
             tracing::debug!(%action, ?waited, "client-side rate limit");
         }
@@ -453,51 +407,15 @@ impl EcsClient {
     /// A call with retries under the policy's deadline. Codes in `stop_on` end the retries at
     /// once (the caller reconciles them).
     async fn execute(&self, action: Action, params: &Params, stop_on: &[&str]) -> Result<Vec<u8>> {
-        let policy = &self.inner.cfg.retry;
-        let start = Instant::now();
-        let deadline = start + policy.deadline;
-        let mut rng = SplitMix64::new(entropy());
-        let mut credentials_refreshed = false;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let err = match self.attempt(action, params, deadline).await {
-                Ok(body) => return Ok(body),
-                Err(e) => e,
-            };
-            if is_credentials_rejection(&err)
-                && !credentials_refreshed
-                && self.inner.credentials.invalidate()
-            {
-                tracing::info!(%action, error = %err, "credentials rejected; refreshing once");
-                credentials_refreshed = true;
-                continue;
-            }
-            let stop = err
-                .api()
-                .is_some_and(|a| stop_on.contains(&a.code.as_str()));
-            let retryable = err.is_retryable()
-                || matches!(&err, Error::InvalidResponse { http_status: Some(s), .. } if *s >= 500);
-            if stop || !retryable || attempt >= policy.max_attempts.max(1) {
-                return Err(err);
-            }
-            let backoff = if err.kind() == ErrorKind::Throttled {
-                &policy.throttle_backoff
-            } else {
-                &policy.backoff
-            };
-            let delay = backoff.delay(attempt - 1, rng.next_f64());
-            if Instant::now() + delay >= deadline {
-                return Err(Error::DeadlineExceeded {
-                    operation: action.as_str().to_owned(),
-                    attempts: attempt,
-                    elapsed: start.elapsed(),
-                    last_error: Some(Box::new(err)),
-                });
-            }
-            tracing::debug!(%action, attempt, ?delay, error = %err, "retrying");
-            tokio::time::sleep(delay).await;
-        }
+        retry::run(
+            &self.inner.cfg.retry,
+            action.as_str(),
+            &*self.inner.credentials,
+            is_credentials_rejection,
+            |e| e.api().is_some_and(|a| stop_on.contains(&a.code.as_str())),
+            |deadline| self.attempt(action, params, deadline),
+        )
+        .await
     }
 
     /// `execute` for actions answering only a `RequestId`; the body must still be JSON.

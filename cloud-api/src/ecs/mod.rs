@@ -4,8 +4,9 @@ mod action;
 mod client;
 pub mod codes;
 
+pub use crate::retry::RetryPolicy;
 pub use action::{Action, ECS_VERSION, VPC_VERSION};
-pub use client::{EcsClient, EcsConfig, Endpoint, RetryPolicy};
+pub use client::{EcsClient, EcsConfig, Endpoint};
 pub(crate) mod params;
 pub mod signer;
 pub(crate) mod wire;

@@ -22,6 +22,11 @@ pub const TOKEN_TTL_HEADER: &str = "X-aliyun-ecs-metadata-token-ttl-seconds";
 /// The header carrying the token.
 pub const TOKEN_HEADER: &str = "X-aliyun-ecs-metadata-token";
 
+/// AWS `IMDSv2`: the header asking for a token's lifetime.
+pub const AWS_TOKEN_TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
+/// AWS `IMDSv2`: the header carrying the token.
+pub const AWS_TOKEN_HEADER: &str = "X-aws-ec2-metadata-token";
+
 /// Whether to use the token (`IMDSv2`-style) mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -54,6 +59,11 @@ pub struct ImdsConfig {
     pub backoff: Backoff,
     /// Largest body accepted (default 1 MiB).
     pub max_body: usize,
+    /// The header asking for a token's lifetime (default [`TOKEN_TTL_HEADER`]; AWS:
+    /// [`AWS_TOKEN_TTL_HEADER`]).
+    pub token_ttl_header: String,
+    /// The header carrying the token (default [`TOKEN_HEADER`]; AWS: [`AWS_TOKEN_HEADER`]).
+    pub token_header: String,
 }
 
 impl Default for ImdsConfig {
@@ -66,11 +76,27 @@ impl Default for ImdsConfig {
             attempts: 4,
             backoff: Backoff::new(Duration::from_millis(500), 1.2, Duration::from_secs(5), 0.1),
             max_body: 1 << 20,
+            token_ttl_header: TOKEN_TTL_HEADER.to_owned(),
+            token_header: TOKEN_HEADER.to_owned(),
         }
     }
 }
 
 impl ImdsConfig {
+    /// EC2's instance metadata service, `IMDSv2` only: `http://169.254.169.254`, a token from
+    /// `PUT /latest/api/token` with `X-aws-ec2-metadata-token-ttl-seconds` sent as
+    /// `X-aws-ec2-metadata-token` ([`TokenMode::Required`]).
+    #[must_use]
+    pub fn aws() -> Self {
+        Self {
+            base_url: "http://169.254.169.254".to_owned(),
+            token_mode: TokenMode::Required,
+            token_ttl_header: AWS_TOKEN_TTL_HEADER.to_owned(),
+            token_header: AWS_TOKEN_HEADER.to_owned(),
+            ..Self::default()
+        }
+    }
+
     /// The defaults with another base URL (e.g. the simulator's `http://127.0.0.1:PORT`).
     #[must_use]
     pub fn with_base_url(base_url: impl Into<String>) -> Self {
@@ -129,7 +155,7 @@ impl ImdsClient {
         let resp = self
             .http
             .put(self.url(path))
-            .header(TOKEN_TTL_HEADER, ttl.to_string())
+            .header(self.cfg.token_ttl_header.as_str(), ttl.to_string())
             .timeout(self.cfg.timeout)
             .send()
             .await
@@ -199,7 +225,7 @@ impl ImdsClient {
     async fn attempt(&self, path: &str, token: Option<&str>) -> Attempt {
         let mut req = self.http.get(self.url(path)).timeout(self.cfg.timeout);
         if let Some(t) = token {
-            req = req.header(TOKEN_HEADER, t);
+            req = req.header(self.cfg.token_header.as_str(), t);
         }
         let resp = match req.send().await {
             Ok(r) => r,

@@ -15,9 +15,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+#[cfg(feature = "aws")]
+mod ec2;
 mod imds;
 
-pub use imds::{ImdsClient, ImdsConfig, TOKEN_HEADER, TOKEN_TTL_HEADER, TokenMode};
+#[cfg(feature = "aws")]
+pub use ec2::Ec2Metadata;
+
+pub use imds::{
+    AWS_TOKEN_HEADER, AWS_TOKEN_TTL_HEADER, ImdsClient, ImdsConfig, TOKEN_HEADER, TOKEN_TTL_HEADER,
+    TokenMode,
+};
 
 /// One ENI as the instance sees it, keyed by MAC.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

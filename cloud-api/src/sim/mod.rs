@@ -36,6 +36,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 mod config;
+#[cfg(feature = "aws")]
+mod ec2;
 mod faults;
 mod http;
 mod state;
@@ -46,6 +48,8 @@ pub use config::{
     MetadataConfig, MetadataFault, QuotaConfig, SecurityGroupSpec, SimConfig, ThrottleConfig,
     VSwitchSpec, VpcSpec,
 };
+#[cfg(feature = "aws")]
+pub use ec2::{SIM_EC2_MAX_PAGE, SimEc2};
 pub use faults::{Fault, FaultRule, GarbageKind};
 pub use http::{AccessKey, HttpSim, HttpSimConfig, serve};
 

@@ -390,6 +390,25 @@ impl Dataplane {
         attach::detach_every(self.attachments.drain(..).map(|(_, a)| a))
     }
 
+    /// Detaches the attachments on `interface` (both programs of an endpoint, and their link
+    /// pins), keeping every other one; continues past failures. Returns how many were removed
+    /// (0 when none was there). An agent calls it when a pod goes away, before its interface is
+    /// deleted, so that attachments do not pile up over pod churn.
+    ///
+    /// # Errors
+    /// [`Error::Multiple`] (or the single error) listing every attachment that failed; those
+    /// are forgotten all the same.
+    pub fn detach_interface(&mut self, interface: &str) -> Result<usize> {
+        let (gone, kept): (Vec<_>, Vec<_>) = self
+            .attachments
+            .drain(..)
+            .partition(|(_, a)| a.interface == interface);
+        self.attachments = kept;
+        let count = gone.len();
+        attach::detach_every(gone.into_iter().map(|(_, a)| a))?;
+        Ok(count)
+    }
+
     /// The attachments in place: `(interface, hook, direction, mechanism, taken over from an
     /// earlier run)`.
     pub fn attachments(&self) -> impl Iterator<Item = (&str, Hook, Direction, AttachedVia, bool)> {

@@ -1,8 +1,7 @@
-//! `cnikit-demo`: the end-to-end demo (run as root; it only touches namespaces it creates).
+//! `cnikit-demo --probe`: the eBPF probe on a pod's veth, in throwaway namespaces.
 
 use std::{
     net::Ipv4Addr,
-    process::ExitCode,
     time::{Duration, Instant},
 };
 
@@ -10,7 +9,6 @@ use anyhow::{Context, Result, ensure};
 use cnikit_ebpf_dataplane::{AttachMode, Direction, ProbeProgram};
 use cnikit_test_support::{
     netns::{Role, TestNetns},
-    privilege::is_root,
     traffic::{UdpSink, udp_delivered},
 };
 
@@ -19,24 +17,8 @@ const POD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const BURST: usize = 20;
 const QUIET: Duration = Duration::from_millis(300);
 
-fn main() -> ExitCode {
-    if !is_root() {
-        eprintln!("cnikit-demo must run as root (it creates network namespaces and loads eBPF)");
-        return ExitCode::from(2);
-    }
-    match run() {
-        Ok(()) => {
-            println!("DEMO RESULT: PASS");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("DEMO RESULT: FAIL: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run() -> Result<()> {
+/// Runs the probe demo.
+pub(crate) fn run() -> Result<()> {
     println!("== cnikit demo: the eBPF probe on a pod's veth, in throwaway namespaces ==");
     let node = TestNetns::create(Role::Node).context("creating the node namespace")?;
     let pod = TestNetns::create(Role::Pod).context("creating the pod namespace")?;

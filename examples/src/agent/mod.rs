@@ -1,0 +1,24 @@
+//! The node agent, `cnikit-agent`: owns the warm pool, the records, the eBPF dataplane and
+//! node-local DNS, and serves the `cnikit` plugin over a unix socket ([`crate::protocol`]).
+//!
+//! - [`config`]: the configuration file (`--print-default-config` prints
+//!   [`config::AgentConfig::DEFAULT`]).
+//! - [`cloud`]: the cloud provider from the configuration (embedded simulator or Alibaba ECS).
+//! - [`service`]: what the agent does for each request, and why the plugin does the wiring.
+//! - [`server`]: the socket (mode 0600, one request per connection, deadlines).
+//! - [`endpoints`]: the records of wired pods (survive restarts) and the pool's liveness oracle.
+//! - [`links`]: finding an ENI's interface on the node, or simulating it.
+//! - [`catalog`]: Services and network policies from a file.
+//! - [`metrics`]: Prometheus text format.
+
+pub mod catalog;
+pub mod cloud;
+pub mod config;
+pub mod endpoints;
+pub mod links;
+pub mod metrics;
+pub mod server;
+pub mod service;
+
+pub use config::AgentConfig;
+pub use service::{Agent, StartError};

@@ -1,0 +1,1041 @@
+//! The agent's state and what it does for each [`Request`]: the pool, the ENI links, the
+//! endpoint records, the eBPF dataplane, DNS and the catalog of Services and policies.
+//!
+//! The plugin wires pod namespaces itself (with `cnikit-netns-setup`), and the agent only hands
+//! it what it needs. Why: the plugin already runs in the node namespace with the privileges the
+//! runtime gives it and with the pod's namespace path in hand, so it needs no file descriptor
+//! passing; a wiring bug or a slow netlink dump in one pod's `ADD` cannot stall the agent's
+//! request loop for every other pod; and `DEL` keeps working when the agent is down (teardown
+//! is computed from names alone). The agent keeps what must outlive one invocation: the
+//! addresses, the records, the dataplane, DNS. Terway makes the same split.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use cnikit_cloud_api::sim::SimCloud;
+use cnikit_dns_autopath::{
+    DnsServer,
+    cluster::{ClusterTable, Pod as DnsPod},
+    config::NodeDnsConfig,
+};
+use cnikit_ebpf_dataplane::{
+    AttachMode, Dataplane, EndpointPolicy, Placement, PolicyTable, Service, ServiceKey,
+    ServiceTable,
+};
+use cnikit_eni_pool::{
+    AllocateRequest as PoolRequest, Allocation, FileStore, PodKey, Pool, PoolConfig, ResourceKind,
+};
+use cnikit_netns_setup::{
+    Mode, Netns, Node,
+    netlink::{Connector, RtConnector},
+    probe,
+};
+use ipnetwork::IpNetwork;
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::{
+    catalog::Catalog,
+    cloud,
+    config::{AgentConfig, AttachConfig, EniLinksConfig},
+    endpoints::{AgentLiveness, EndpointRecord, Endpoints},
+    links::{MacLookup, SharedLinks, SimVpc},
+    metrics::{AgentMetrics, Gauges},
+};
+use crate::{
+    plugin::pod_network,
+    protocol::{
+        ApiError, ApiErrorKind, AttachmentKey, CheckReply, Datapath, DnsSettings, DnsStats,
+        GcReply, PodAllocation, PoolStats, ReloadReply, Reply, Request, StatsReply, StatusReply,
+    },
+};
+
+/// The agent could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is inconsistent with this node.
+    #[error("agent configuration: {0}")]
+    Config(String),
+    /// The cloud could not be set up.
+    #[error(transparent)]
+    Cloud(#[from] cloud::CloudSetupError),
+    /// The pool did not start.
+    #[error("pool: {0}")]
+    Pool(#[source] cnikit_eni_pool::Error),
+    /// Records could not be read.
+    #[error("records in {path}: {source}")]
+    Records {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The node's network could not be prepared.
+    #[error("node network: {0}")]
+    Network(String),
+    /// The eBPF dataplane did not load.
+    #[error("eBPF dataplane: {0}")]
+    Dataplane(#[source] cnikit_ebpf_dataplane::Error),
+    /// DNS did not start.
+    #[error("DNS: {0}")]
+    Dns(#[source] cnikit_dns_autopath::Error),
+}
+
+struct DnsState {
+    server: Mutex<Option<DnsServer>>,
+    table: Arc<ClusterTable>,
+    settings: DnsSettings,
+}
+
+/// What was last programmed from the catalog (to remove what left it).
+#[derive(Debug, Default)]
+struct Programmed {
+    services: BTreeSet<ServiceKey>,
+    dns_services: BTreeSet<(String, String)>,
+    policies: BTreeSet<Ipv4Addr>,
+    unresolved: Vec<String>,
+}
+
+/// The running agent (everything but the socket).
+pub struct Agent {
+    config: AgentConfig,
+    pool: Pool,
+    simulator: Option<SimCloud>,
+    links: SharedLinks,
+    node: Node,
+    datapath: Datapath,
+    endpoints: Mutex<Endpoints>,
+    liveness: AgentLiveness,
+    dataplane: Option<Mutex<Dataplane>>,
+    attach_mode: AttachMode,
+    dns: Option<DnsState>,
+    catalog: Mutex<Option<Catalog>>,
+    programmed: Mutex<Programmed>,
+    /// ENI id → its interface on the node (what `ensure` found).
+    eni_names: Mutex<HashMap<String, String>>,
+    /// Serialises operations on one attachment (a retried `ADD` racing its `DEL`).
+    busy: Mutex<HashMap<AttachmentKey, Arc<AsyncMutex<()>>>>,
+    /// When each `ADD` / `DEL` started (for the latency histograms).
+    started: Mutex<HashMap<(AttachmentKey, bool), Instant>>,
+    /// The agent's own metrics.
+    pub metrics: AgentMetrics,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("datapath", &self.datapath)
+            .field("socket", &self.config.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ApiErrorKind::Internal, format!("{what}: {e}"))
+}
+
+impl Agent {
+    /// Starts everything `config` asks for, in the calling process's network namespace (the
+    /// node's): the cloud, the pool (from its records), the ENI links, sysctls, the dataplane,
+    /// DNS, and re-publishes the pods recorded by a previous run.
+    ///
+    /// # Errors
+    /// [`StartError`] naming the part that failed; nothing is left half-started.
+    pub async fn start(config: AgentConfig) -> Result<Arc<Self>, StartError> {
+        let node_ns = Netns::current().map_err(|e| StartError::Network(e.to_string()))?;
+        let node = Node::connect(&node_ns).map_err(|e| StartError::Network(e.to_string()))?;
+        if config.node.manage_sysctls {
+            cnikit_netns_setup::sysctl::enable_forwarding(&node_ns)
+                .map_err(|e| StartError::Network(format!("enabling forwarding: {e}")))?;
+            for key in [
+                "net/ipv4/conf/all/rp_filter",
+                "net/ipv4/conf/default/rp_filter",
+            ] {
+                cnikit_netns_setup::sysctl::set(&node_ns, key, "0")
+                    .map_err(|e| StartError::Network(format!("{key}: {e}")))?;
+            }
+        }
+        let datapath = match config.node.datapath {
+            Datapath::Ipvlan => {
+                let choice = probe::probe_and_choose(Mode::IpVlan, node.connector().as_ref())
+                    .await
+                    .map_err(|e| StartError::Network(format!("probing for ipvlan: {e}")))?;
+                if let Some(why) = &choice.fallback_reason {
+                    tracing::warn!(%why, "the node has no ipvlan; pods are wired with veth");
+                }
+                Datapath::from_mode(choice.chosen)
+            }
+            other => other,
+        };
+
+        let cloud = cloud::build(&config.cloud).await?;
+        let pool_config = complete_pool_config(&config.pool, cloud.metadata.as_ref()).await?;
+        let state_dir = &config.state_dir;
+        std::fs::create_dir_all(state_dir).map_err(|e| StartError::Records {
+            path: state_dir.clone(),
+            source: Box::new(e),
+        })?;
+        let endpoints_path = state_dir.join("endpoints.json");
+        let endpoints = Endpoints::load(&endpoints_path).map_err(|e| StartError::Records {
+            path: endpoints_path.clone(),
+            source: Box::new(e),
+        })?;
+        let liveness = AgentLiveness::default();
+        for (_, record) in endpoints.iter() {
+            liveness.alive(&record.pod);
+        }
+        let pool_dir = state_dir.join("pool");
+        let store = FileStore::open(&pool_dir).map_err(|e| StartError::Records {
+            path: pool_dir.clone(),
+            source: Box::new(e),
+        })?;
+        let pool = Pool::builder(pool_config)
+            .cloud(Arc::clone(&cloud.provider))
+            .store(Arc::new(store))
+            .liveness(Arc::new(liveness.clone()))
+            .start()
+            .await
+            .map_err(StartError::Pool)?;
+
+        let node_handle = RtConnector
+            .connect(&node_ns)
+            .map_err(|e| StartError::Network(e.to_string()))?;
+        let links: SharedLinks = match &config.node.eni_links {
+            EniLinksConfig::Mac { wait } => Arc::new(MacLookup::new(node_handle, *wait)),
+            EniLinksConfig::SimVpc { vpc_netns } => {
+                let vpc = open_or_create_vpc(vpc_netns)?;
+                Arc::new(
+                    SimVpc::new(node_handle, vpc)
+                        .map_err(|e| StartError::Network(format!("simulated VPC: {e}")))?,
+                )
+            }
+        };
+
+        let attach_mode = match config.dataplane.attach {
+            AttachConfig::Auto => AttachMode::Auto,
+            AttachConfig::Tcx => AttachMode::Tcx,
+            AttachConfig::Clsact => AttachMode::Clsact,
+        };
+        let dataplane = if config.dataplane.enabled {
+            let mut builder = Dataplane::builder();
+            if let Some(dir) = &config.dataplane.pin_dir {
+                builder = builder.pin_dir(dir);
+            }
+            if let Some(c) = config.dataplane.capacity {
+                builder = builder.capacity(c.into());
+            }
+            let mut dp = builder.load().map_err(StartError::Dataplane)?;
+            let node_addresses = config.dataplane.node_addresses.clone().unwrap_or_else(|| {
+                config
+                    .node
+                    .node_ips
+                    .iter()
+                    .filter_map(|ip| match ip {
+                        IpAddr::V4(v4) => Some(*v4),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect()
+            });
+            dp.set_node_addresses(&node_addresses)
+                .map_err(StartError::Dataplane)?;
+            Some(Mutex::new(dp))
+        } else {
+            None
+        };
+
+        let dns = match &config.dns {
+            Some(dns) => Some(start_dns(dns.clone(), &node).await?),
+            None => None,
+        };
+
+        let agent = Arc::new(Self {
+            pool,
+            simulator: cloud.simulator,
+            links,
+            node,
+            datapath,
+            endpoints: Mutex::new(endpoints),
+            liveness,
+            dataplane,
+            attach_mode,
+            dns,
+            catalog: Mutex::new(None),
+            programmed: Mutex::new(Programmed::default()),
+            eni_names: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashMap::new()),
+            started: Mutex::new(HashMap::new()),
+            metrics: AgentMetrics::default(),
+            config,
+        });
+        agent.republish().await;
+        agent.drain_released().await;
+        if agent.config.catalog.is_some()
+            && let Err(e) = agent.reload()
+        {
+            tracing::warn!(error = %e.message, "catalog not applied at start");
+        }
+        tracing::info!(
+            datapath = %agent.datapath,
+            recorded = lock(&agent.endpoints).len(),
+            start = ?agent.pool.start_report(),
+            "agent ready"
+        );
+        Ok(agent)
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The wiring mode pods get unless the plugin insists.
+    #[must_use]
+    pub fn datapath(&self) -> Datapath {
+        self.datapath
+    }
+
+    /// The pool.
+    #[must_use]
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The embedded simulator, if the cloud is one.
+    #[must_use]
+    pub fn simulator(&self) -> Option<&SimCloud> {
+        self.simulator.as_ref()
+    }
+
+    /// Releases what plugins queued while the agent was down (`DEL` without an agent); returns
+    /// how many addresses went back. Keyed by attachment: an address another pod holds now is
+    /// never touched.
+    pub async fn drain_released(&self) -> usize {
+        let mut released = 0;
+        for (file, key) in crate::protocol::spooled_releases(&self.config.socket) {
+            let _guard = self.serialise(&key).await;
+            match self.release(&key).await {
+                Ok(r) => {
+                    released += usize::from(r);
+                    if let Err(e) = std::fs::remove_file(&file) {
+                        tracing::warn!(file = %file.display(), error = %e, "removing a spooled release");
+                    }
+                }
+                Err(e) => tracing::warn!(pod = %key, error = %e.message, "spooled release"),
+            }
+        }
+        if released > 0 {
+            tracing::info!(
+                released,
+                "released addresses of pods deleted while the agent was down"
+            );
+        }
+        released
+    }
+
+    /// Re-attaches the dataplane and re-publishes DNS for the pods of the records.
+    async fn republish(&self) {
+        let records: Vec<(AttachmentKey, EndpointRecord)> = lock(&self.endpoints)
+            .iter()
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        for (key, record) in records {
+            if let Some(iface) = &record.host_interface {
+                match self.node.handle().link_by_name(iface).await {
+                    Ok(Some(_)) => {
+                        if let Err(e) = self.attach_dataplane(&record) {
+                            tracing::warn!(pod = %key, error = %e.message, "re-attaching the dataplane");
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::warn!(pod = %key, %iface, "recorded pod's interface is gone; waiting for its DEL or GC");
+                    }
+                    Err(e) => tracing::warn!(pod = %key, error = %e, "reading links"),
+                }
+            }
+            self.publish_dns(&record);
+        }
+    }
+
+    /// Serves one request.
+    ///
+    /// # Errors
+    /// The [`ApiError`] to send back.
+    pub async fn handle(&self, request: Request) -> Result<Reply, ApiError> {
+        let result = match request {
+            Request::Allocate(req) => {
+                let _guard = self.serialise(&req.attachment).await;
+                self.allocate(req).await.map(Reply::Allocated)
+            }
+            Request::Wired(req) => {
+                let _guard = self.serialise(&req.attachment).await;
+                self.wired(&req).map(|()| Reply::Wired)
+            }
+            Request::Detach(key) => {
+                let _guard = self.serialise(&key).await;
+                self.detach(&key).await.map(Reply::Detached)
+            }
+            Request::Release(key) => {
+                let _guard = self.serialise(&key).await;
+                self.release(&key).await.map(Reply::Released)
+            }
+            Request::Check(key) => self.check(&key).await.map(Reply::Checked),
+            Request::Gc { network, valid } => Ok(Reply::Gc(self.gc(&network, &valid).await)),
+            Request::Status => Ok(Reply::Status(self.status())),
+            Request::Stats => Ok(Reply::Stats(self.stats())),
+            Request::Reload => self.reload().map(Reply::Reloaded),
+        };
+        let counter = if result.is_ok() {
+            &self.metrics.requests_ok
+        } else {
+            &self.metrics.requests_failed
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    async fn serialise(&self, key: &AttachmentKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = Arc::clone(lock(&self.busy).entry(key.clone()).or_default());
+        m.lock_owned().await
+    }
+
+    fn find(&self, key: &AttachmentKey) -> Option<Allocation> {
+        self.pool
+            .allocations()
+            .into_iter()
+            .find(|a| a.pod.container_id == key.container_id && a.pod.interface == key.ifname)
+    }
+
+    async fn allocate(
+        &self,
+        req: crate::protocol::AllocateRequest,
+    ) -> Result<PodAllocation, ApiError> {
+        let pod = PodKey::new(
+            &req.namespace,
+            &req.name,
+            &req.attachment.container_id,
+            &req.attachment.ifname,
+        );
+        if let Some(existing) = self.find(&req.attachment)
+            && existing.pod != pod
+        {
+            return Err(ApiError::new(
+                ApiErrorKind::InvalidRequest,
+                format!(
+                    "{} is already held by pod {}/{}",
+                    req.attachment, existing.pod.namespace, existing.pod.name
+                ),
+            ));
+        }
+        let datapath = match req.datapath {
+            Some(Datapath::Ipvlan) if self.datapath == Datapath::Veth => Datapath::Veth,
+            Some(d) => d,
+            None => self.datapath,
+        };
+        lock(&self.started).insert((req.attachment.clone(), true), Instant::now());
+        self.liveness.alive(&pod);
+        let request = match datapath.resource() {
+            ResourceKind::SharedIp => PoolRequest::shared_ip(pod.clone()),
+            _ => PoolRequest::exclusive_eni(pod.clone()),
+        }
+        .with_timeout(Duration::from_millis(req.timeout_ms));
+        let alloc = match self.pool.allocate(&request).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.liveness.forget(&pod);
+                let kind = match &e {
+                    cnikit_eni_pool::Error::Exhausted { .. } => ApiErrorKind::Exhausted,
+                    cnikit_eni_pool::Error::InvalidRequest(_)
+                    | cnikit_eni_pool::Error::KindMismatch { .. } => ApiErrorKind::InvalidRequest,
+                    _ => ApiErrorKind::Internal,
+                };
+                return Err(ApiError::new(kind, format!("{}: {e}", req.attachment)));
+            }
+        };
+        let eni_interface = match self.links.ensure(&alloc).await {
+            Ok(name) => name,
+            Err(e) => {
+                // Nothing was wired; the address goes back.
+                if let Err(r) = self.pool.release(&pod).await {
+                    tracing::warn!(pod = %req.attachment, error = %r, "releasing after a link failure");
+                }
+                return Err(internal(&format!("{}: ENI link", req.attachment), e));
+            }
+        };
+        lock(&self.eni_names).insert(alloc.eni_id.clone(), eni_interface.clone());
+        Ok(self.pod_allocation(&req.network, &alloc, eni_interface, datapath))
+    }
+
+    /// The node interface of `alloc`'s ENI: known from this run, else from the record, else
+    /// looked up (or re-made, in simulation).
+    async fn eni_interface(&self, alloc: &Allocation, record: Option<&EndpointRecord>) -> String {
+        if let Some(name) = lock(&self.eni_names).get(&alloc.eni_id) {
+            return name.clone();
+        }
+        if let Some(name) = record.and_then(|r| r.eni_interface.clone()) {
+            return name;
+        }
+        match self.links.ensure(alloc).await {
+            Ok(name) => {
+                lock(&self.eni_names).insert(alloc.eni_id.clone(), name.clone());
+                name
+            }
+            Err(e) => {
+                tracing::warn!(eni = %alloc.eni_id, error = %e, "ENI interface unknown");
+                alloc.eni_id.chars().take(15).collect()
+            }
+        }
+    }
+
+    fn pod_allocation(
+        &self,
+        network: &str,
+        alloc: &Allocation,
+        eni_interface: String,
+        datapath: Datapath,
+    ) -> PodAllocation {
+        let node = &self.config.node;
+        let mut p = PodAllocation {
+            network: network.to_owned(),
+            namespace: alloc.pod.namespace.clone(),
+            name: alloc.pod.name.clone(),
+            ipv4: alloc.ipv4,
+            vswitch_cidr: alloc.vswitch_cidr,
+            gateway: alloc.gateway,
+            kind: alloc.kind,
+            eni_id: alloc.eni_id.clone(),
+            mac: alloc.mac.clone(),
+            eni_interface,
+            route_table: alloc.route_table_id,
+            datapath,
+            mtu: node.mtu,
+            service_cidrs: node.service_cidrs.clone(),
+            host_stack_cidrs: node.host_stack_cidrs.clone(),
+            node_ips: node.node_ips.clone(),
+            dns: None,
+        };
+        if let Some(dns) = &self.dns {
+            let mut settings = dns.settings.clone();
+            let zone = settings.search.first().cloned().unwrap_or_default();
+            settings
+                .search
+                .insert(0, format!("{}.svc.{zone}", alloc.pod.namespace));
+            settings.search.insert(1, format!("svc.{zone}"));
+            p.dns = Some(settings);
+        }
+        p
+    }
+
+    fn wired(&self, req: &crate::protocol::WiredRequest) -> Result<(), ApiError> {
+        let alloc = self.find(&req.attachment).ok_or_else(|| {
+            ApiError::new(
+                ApiErrorKind::NotFound,
+                format!("{} holds no address (was it released?)", req.attachment),
+            )
+        })?;
+        let record = EndpointRecord {
+            pod: alloc.pod.clone(),
+            network: req.network.clone(),
+            ipv4: alloc.ipv4,
+            datapath: req.datapath,
+            host_interface: req.host_interface.clone(),
+            netns: req.netns.clone(),
+            eni_interface: lock(&self.eni_names).get(&alloc.eni_id).cloned(),
+        };
+        lock(&self.endpoints)
+            .insert(&req.attachment, record.clone())
+            .map_err(|e| internal("recording the endpoint", e))?;
+        self.attach_dataplane(&record)?;
+        self.publish_dns(&record);
+        self.apply_catalog();
+        if let Some(t) = lock(&self.started).remove(&(req.attachment.clone(), true)) {
+            self.metrics.add.observe(t.elapsed());
+        }
+        Ok(())
+    }
+
+    fn attach_dataplane(&self, record: &EndpointRecord) -> Result<(), ApiError> {
+        let (Some(dp), Some(iface)) = (&self.dataplane, &record.host_interface) else {
+            return Ok(());
+        };
+        if record.datapath != Datapath::Veth {
+            return Ok(());
+        }
+        let mut dp = lock(dp);
+        if dp.attachments().any(|(name, ..)| name == iface.as_str()) {
+            // A retried ADD or a restart with pinned links: already in place.
+            return Ok(());
+        }
+        dp.attach_endpoint(iface, Placement::NodeSide, self.attach_mode)
+            .map_err(|e| internal(&format!("attaching the dataplane to {iface}"), e))?;
+        dp.add_endpoint(record.ipv4)
+            .map_err(|e| internal("registering the endpoint", e))?;
+        Ok(())
+    }
+
+    fn publish_dns(&self, record: &EndpointRecord) {
+        if let Some(dns) = &self.dns {
+            let pod = DnsPod {
+                namespace: record.pod.namespace.clone(),
+                name: record.pod.name.clone(),
+                ip: IpAddr::V4(record.ipv4),
+            };
+            if let Err(e) = dns.table.upsert_pod(&pod) {
+                tracing::warn!(pod = %record.pod.name, error = %e, "publishing to DNS");
+            }
+        }
+    }
+
+    /// Unpublishes an endpoint: records, dataplane, DNS, catalog. Keeps going; logs errors.
+    fn unpublish(&self, key: &AttachmentKey) -> Result<Option<EndpointRecord>, ApiError> {
+        let record = lock(&self.endpoints)
+            .remove(key)
+            .map_err(|e| internal("forgetting the endpoint", e))?;
+        if let Some(record) = &record {
+            if let Some(dp) = &self.dataplane {
+                let mut dp = lock(dp);
+                if let Some(iface) = &record.host_interface
+                    && let Err(e) = dp.detach_interface(iface)
+                {
+                    tracing::warn!(pod = %key, error = %e, "detaching the dataplane");
+                }
+                if let Err(e) = dp.clear_policy(record.ipv4) {
+                    tracing::warn!(pod = %key, error = %e, "clearing the policy");
+                }
+                if let Err(e) = dp.remove_endpoint(record.ipv4) {
+                    tracing::warn!(pod = %key, error = %e, "removing the endpoint");
+                }
+            }
+            if let Some(dns) = &self.dns {
+                dns.table.remove_pod(IpAddr::V4(record.ipv4));
+            }
+            lock(&self.programmed).policies.remove(&record.ipv4);
+            self.apply_catalog();
+        }
+        Ok(record)
+    }
+
+    async fn detach(&self, key: &AttachmentKey) -> Result<Option<PodAllocation>, ApiError> {
+        lock(&self.started).insert((key.clone(), false), Instant::now());
+        let record = self.unpublish(key)?;
+        let Some(alloc) = self.find(key) else {
+            return Ok(None);
+        };
+        let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
+        let datapath = record.as_ref().map_or(self.datapath, |r| r.datapath);
+        let network = record
+            .as_ref()
+            .map_or("", |r| r.network.as_str())
+            .to_owned();
+        Ok(Some(self.pod_allocation(
+            &network,
+            &alloc,
+            eni_interface,
+            datapath,
+        )))
+    }
+
+    async fn release(&self, key: &AttachmentKey) -> Result<bool, ApiError> {
+        // A `DEL` whose `detach` was lost (agent restarted between the two) still unpublishes.
+        self.unpublish(key)?;
+        let Some(alloc) = self.find(key) else {
+            lock(&self.started).remove(&(key.clone(), false));
+            return Ok(false);
+        };
+        let released = self
+            .pool
+            .release(&alloc.pod)
+            .await
+            .map_err(|e| internal(&format!("{key}: releasing"), e))?;
+        self.liveness.gone(&alloc.pod);
+        if let Err(e) = self.links.released(&alloc).await {
+            tracing::warn!(pod = %key, error = %e, "ENI link cleanup");
+        }
+        if let Some(t) = lock(&self.started).remove(&(key.clone(), false)) {
+            self.metrics.del.observe(t.elapsed());
+        }
+        Ok(released.is_some())
+    }
+
+    async fn check(&self, key: &AttachmentKey) -> Result<CheckReply, ApiError> {
+        let alloc = self.find(key).ok_or_else(|| {
+            ApiError::new(ApiErrorKind::NotFound, format!("{key} holds no address"))
+        })?;
+        let record = lock(&self.endpoints).get(key).cloned();
+        let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
+        let datapath = record.as_ref().map_or(self.datapath, |r| r.datapath);
+        let network = record
+            .as_ref()
+            .map_or("", |r| r.network.as_str())
+            .to_owned();
+        let dataplane_attached = match (&self.dataplane, &record) {
+            (Some(dp), Some(r)) if r.datapath == Datapath::Veth => {
+                r.host_interface.as_ref().map(|iface| {
+                    lock(dp)
+                        .attachments()
+                        .any(|(name, ..)| name == iface.as_str())
+                })
+            }
+            _ => None,
+        };
+        Ok(CheckReply {
+            allocation: self.pod_allocation(&network, &alloc, eni_interface, datapath),
+            wired: record.is_some(),
+            dataplane_attached,
+        })
+    }
+
+    async fn gc(&self, network: &str, valid: &[AttachmentKey]) -> GcReply {
+        self.drain_released().await;
+        let valid: BTreeSet<&AttachmentKey> = valid.iter().collect();
+        let mut reply = GcReply::default();
+        for alloc in self.pool.allocations() {
+            let key = AttachmentKey::new(&alloc.pod.container_id, &alloc.pod.interface);
+            let record = lock(&self.endpoints).get(&key).cloned();
+            let ours = record.as_ref().is_none_or(|r| r.network == network);
+            if !ours || valid.contains(&key) {
+                reply.kept += 1;
+                continue;
+            }
+            let _guard = self.serialise(&key).await;
+            // The pod's namespace is gone or forgotten: remove the node side by name.
+            let datapath = record.as_ref().map_or(self.datapath, |r| r.datapath);
+            if let Err(e) = self.unpublish(&key) {
+                reply.errors.push(format!("{key}: {}", e.message));
+            }
+            let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
+            let pa = self.pod_allocation(network, &alloc, eni_interface, datapath);
+            let pod = pod_network(&key.container_id, &key.ifname, &pa, None, None);
+            if let Err(e) = datapath.mode().driver().teardown(&self.node, &pod).await {
+                reply.errors.push(format!("{key}: teardown: {e}"));
+            }
+            match self.pool.release(&alloc.pod).await {
+                Ok(_) => {
+                    self.liveness.gone(&alloc.pod);
+                    if let Err(e) = self.links.released(&alloc).await {
+                        reply.errors.push(format!("{key}: {e}"));
+                    }
+                    reply.released.push(key);
+                }
+                Err(e) => reply.errors.push(format!("{key}: releasing: {e}")),
+            }
+        }
+        reply
+    }
+
+    fn status(&self) -> StatusReply {
+        let m = self.pool.metrics();
+        let s = m.shared;
+        let room = s.capacity > s.in_use + s.cooling;
+        let ready = s.idle > 0 || (room && m.blocker.is_none());
+        StatusReply {
+            ready,
+            reason: (!ready).then(|| {
+                m.blocker.map_or_else(
+                    || {
+                        format!(
+                            "no idle address and no room ({} of {} in use)",
+                            s.in_use, s.capacity
+                        )
+                    },
+                    |b| b.to_string(),
+                )
+            }),
+            idle: s.idle,
+            in_use: s.in_use,
+            capacity: s.capacity,
+        }
+    }
+
+    /// Counters of everything.
+    #[must_use]
+    pub fn stats(&self) -> StatsReply {
+        let m = self.pool.metrics();
+        let mut pool = PoolStats {
+            idle: m.shared.idle,
+            in_use: m.shared.in_use,
+            cooling: m.shared.cooling,
+            being_added: m.shared.being_added,
+            capacity: m.shared.capacity,
+            enis_ready: m.enis.ready,
+            allocations: m.allocations,
+            failures: m.allocation_failures,
+            ..PoolStats::default()
+        };
+        for ((action, outcome), n) in &m.cloud_calls {
+            pool.cloud_calls.insert(format!("{action}/{outcome}"), *n);
+        }
+        let us = |q: f64| {
+            m.allocation_latency
+                .quantile_upper_bound(q)
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        };
+        pool.allocate_p50_us = us(0.5);
+        pool.allocate_p99_us = us(0.99);
+        let programmed = lock(&self.programmed);
+        StatsReply {
+            pool,
+            endpoints: lock(&self.endpoints).len(),
+            services: programmed.services.len(),
+            policies: programmed.policies.len(),
+            attachments: self
+                .dataplane
+                .as_ref()
+                .map_or(0, |dp| lock(dp).attachments().count()),
+            dns: self.dns.as_ref().and_then(|d| {
+                let s = lock(&d.server).as_ref()?.stats();
+                Some(DnsStats {
+                    queries: s.queries(),
+                    autopath_walks: s.autopath_walks,
+                    autopath_successes: s.autopath_successes,
+                    cache_hits: s.cache_hits,
+                    cluster_answers: s.cluster_answers,
+                    upstream_queries: s.upstream_queries,
+                })
+            }),
+        }
+    }
+
+    /// The Prometheus text of the agent.
+    #[must_use]
+    pub fn prometheus(&self) -> String {
+        let stats = self.stats();
+        super::metrics::render(
+            &self.metrics,
+            &self.pool.metrics(),
+            Gauges {
+                endpoints: stats.endpoints,
+                services: stats.services,
+                policies: stats.policies,
+                dns_queries: stats.dns.map(|d| d.queries),
+            },
+        )
+    }
+
+    /// Re-reads the catalog file and applies it.
+    ///
+    /// # Errors
+    /// When there is no catalog configured or the file is unreadable or invalid (what was
+    /// programmed stays).
+    pub fn reload(&self) -> Result<ReloadReply, ApiError> {
+        let Some(catalog_config) = &self.config.catalog else {
+            return Err(ApiError::new(
+                ApiErrorKind::InvalidRequest,
+                "no catalog is configured",
+            ));
+        };
+        let catalog = match std::fs::read_to_string(&catalog_config.path) {
+            Ok(text) => Catalog::from_json(&text).map_err(|e| {
+                ApiError::new(
+                    ApiErrorKind::InvalidRequest,
+                    format!("{}: {e}", catalog_config.path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Catalog::default(),
+            Err(e) => return Err(internal(&catalog_config.path.display().to_string(), e)),
+        };
+        *lock(&self.catalog) = Some(catalog);
+        self.apply_catalog();
+        let p = lock(&self.programmed);
+        Ok(ReloadReply {
+            services: p.services.len(),
+            policies: p.policies.len(),
+            unresolved: p.unresolved.clone(),
+        })
+    }
+
+    /// Programs the catalog against the pods wired now; removes what left it.
+    fn apply_catalog(&self) {
+        let Some(catalog) = lock(&self.catalog).clone() else {
+            return;
+        };
+        let pods = lock(&self.endpoints).pod_addresses();
+        let desired = catalog.resolve(&pods);
+        let mut programmed = lock(&self.programmed);
+        if let Some(dp) = &self.dataplane {
+            let mut dp = lock(dp);
+            let keys: BTreeSet<ServiceKey> = desired.services.iter().map(|s| s.key).collect();
+            for s in &desired.services {
+                if let Err(e) = dp.upsert_service(s) {
+                    tracing::warn!(service = ?s.key, error = %e, "programming a service");
+                }
+            }
+            for gone in programmed.services.difference(&keys) {
+                if let Err(e) = dp.remove_service(gone) {
+                    tracing::warn!(service = ?gone, error = %e, "removing a service");
+                }
+            }
+            programmed.services = keys;
+            let local: BTreeSet<Ipv4Addr> = pods.values().copied().collect();
+            let mut policies = BTreeSet::new();
+            for (addr, policy) in &desired.policies {
+                if let Err(e) = dp.set_policy(*addr, policy) {
+                    tracing::warn!(%addr, error = %e, "programming a policy");
+                } else {
+                    policies.insert(*addr);
+                }
+            }
+            for gone in programmed.policies.difference(&policies) {
+                if local.contains(gone)
+                    && let Err(e) = dp.set_policy(*gone, &EndpointPolicy::default())
+                {
+                    tracing::warn!(addr = %gone, error = %e, "clearing a policy");
+                }
+            }
+            programmed.policies = policies;
+        }
+        if let Some(dns) = &self.dns {
+            let mut names = BTreeSet::new();
+            for s in &desired.dns_services {
+                match dns.table.upsert_service(s) {
+                    Ok(()) => {
+                        names.insert((s.namespace.clone(), s.name.clone()));
+                    }
+                    Err(e) => tracing::warn!(service = %s.name, error = %e, "publishing a Service"),
+                }
+            }
+            for (ns, name) in programmed.dns_services.difference(&names) {
+                dns.table.remove_service(ns, name);
+            }
+            programmed.dns_services = names;
+        }
+        programmed.unresolved = desired.unresolved;
+    }
+
+    /// Services programmed now (for reports).
+    #[must_use]
+    pub fn services(&self) -> Vec<Service> {
+        self.dataplane.as_ref().map_or_else(Vec::new, |dp| {
+            let dp = lock(dp);
+            dp.service_keys()
+                .into_iter()
+                .filter_map(|k| dp.service(&k))
+                .collect()
+        })
+    }
+
+    /// Stops the pool; detaches the dataplane unless it is pinned; stops DNS.
+    pub async fn shutdown(&self) {
+        self.pool.shutdown().await;
+        if let Some(dp) = &self.dataplane
+            && self.config.dataplane.pin_dir.is_none()
+            && let Err(e) = lock(dp).detach_all()
+        {
+            tracing::warn!(error = %e, "detaching the dataplane");
+        }
+    }
+
+    /// Stops DNS (it owns sockets and tasks).
+    pub async fn stop_dns(&self) {
+        let server = self.dns.as_ref().and_then(|d| lock(&d.server).take());
+        if let Some(server) = server {
+            server.shutdown().await;
+        }
+    }
+}
+
+async fn complete_pool_config(
+    config: &PoolConfig,
+    metadata: &dyn cnikit_cloud_api::metadata::InstanceMetadata,
+) -> Result<PoolConfig, StartError> {
+    let meta = |what: &str, e: cnikit_cloud_api::Error| {
+        StartError::Config(format!("reading {what} from the metadata service: {e}"))
+    };
+    let mut c = config.clone();
+    if c.instance_id.is_empty() {
+        c.instance_id = metadata
+            .instance_id()
+            .await
+            .map_err(|e| meta("the instance id", e))?;
+    }
+    if c.instance_type.is_empty() {
+        c.instance_type = metadata
+            .instance_type()
+            .await
+            .map_err(|e| meta("the instance type", e))?;
+    }
+    if c.vswitches.is_empty() {
+        c.vswitches = vec![
+            metadata
+                .subnet_id()
+                .await
+                .map_err(|e| meta("the vSwitch", e))?,
+        ];
+    }
+    if c.security_groups.is_empty() {
+        c.security_groups = vec![cnikit_cloud_api::sim::DEFAULT_SECURITY_GROUP.to_owned()];
+    }
+    Ok(c)
+}
+
+fn open_or_create_vpc(path: &std::path::Path) -> Result<Netns, StartError> {
+    if let Ok(ns) = Netns::from_path(path) {
+        return Ok(ns);
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|_| path.parent() == Some(std::path::Path::new("/run/netns")))
+        .ok_or_else(|| {
+            StartError::Config(format!(
+                "node.eni_links.vpc_netns {} does not exist (only /run/netns/NAME is created)",
+                path.display()
+            ))
+        })?;
+    let ns = Netns::create_named(name)
+        .map_err(|e| StartError::Network(format!("creating the VPC namespace {name}: {e}")))?;
+    Ok(ns)
+}
+
+async fn start_dns(config: NodeDnsConfig, node: &Node) -> Result<DnsState, StartError> {
+    let listen = config.server.listen;
+    // The node-local address lives on the node's loopback (no dummy device needed).
+    if let IpAddr::V4(v4) = listen.ip()
+        && !v4.is_loopback()
+        && !v4.is_unspecified()
+    {
+        let lo = node
+            .handle()
+            .link_by_name("lo")
+            .await
+            .map_err(|e| StartError::Network(e.to_string()))?
+            .ok_or_else(|| StartError::Network("the node has no lo".into()))?;
+        let address = cnikit_netns_setup::netlink::Address {
+            index: lo.index,
+            address: IpNetwork::V4(ipnetwork::Ipv4Network::from(v4)),
+            scope: cnikit_netns_setup::netlink::Scope::Host,
+        };
+        match node.handle().add_address(&address).await {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => return Err(StartError::Network(format!("adding {v4} to lo: {e}"))),
+        }
+    }
+    let zone = config
+        .server
+        .cluster_domain
+        .to_string()
+        .trim_end_matches('.')
+        .to_owned();
+    let (server, table) = config.start().await.map_err(StartError::Dns)?;
+    let settings = DnsSettings {
+        nameservers: vec![server.local_addr().ip()],
+        search: vec![zone],
+        options: vec!["ndots:5".into()],
+    };
+    Ok(DnsState {
+        server: Mutex::new(Some(server)),
+        table,
+        settings,
+    })
+}
