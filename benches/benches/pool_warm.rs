@@ -162,11 +162,20 @@ fn print(store: &str, r: &Run, extra: &[(&str, &dyn std::fmt::Display)]) {
         ("allocations", &a.count),
     ];
     let rate = format!("{rate:.0}");
-    let (a50, a99, r50, r99) = (us(a.p50), us(a.p99), us(rel.p50), us(rel.p99));
+    let (a50, a90, a99) = (us(a.p50), us(a.p90), us(a.p99));
+    let (r50, r99) = (us(rel.p50), us(rel.p99));
+    let over = r
+        .allocs
+        .iter()
+        .filter(|d| **d > Duration::from_millis(1))
+        .count();
+    let over = format!("{:.2}", 100.0 * over as f64 / r.allocs.len() as f64);
     fields.extend([
         ("allocs_per_s", &rate as &dyn std::fmt::Display),
         ("alloc_p50_us", &a50),
+        ("alloc_p90_us", &a90),
         ("alloc_p99_us", &a99),
+        ("alloc_over_1ms_pct", &over),
         ("release_p50_us", &r50),
         ("release_p99_us", &r99),
     ]);

@@ -409,7 +409,7 @@ impl Writer {
             .fetch_add(count as u64, Ordering::Relaxed);
         for (tx, outcome) in answers {
             let answer = outcome.map_err(|why| StoreError::Io {
-                op: "append",
+                op: "write journal",
                 path: self.path.clone(),
                 source: std::io::Error::other(why),
             });
