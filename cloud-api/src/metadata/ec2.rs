@@ -5,7 +5,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use async_trait::async_trait;
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
-use super::{ImdsClient, ImdsConfig, InstanceMetadata, MetadataInterface, normalize_mac};
+use super::{
+    ImdsClient, ImdsConfig, InstanceMetadata, MetadataInterface, normalize_mac, parse_mac_list,
+};
 use crate::error::{Error, Result};
 
 /// Reads EC2's metadata service: `IMDSv2` tokens (a `PUT /latest/api/token`, then the token on
@@ -106,13 +108,9 @@ impl InstanceMetadata for Ec2Metadata {
         Ok(normalize_mac(&self.meta("mac").await?))
     }
     async fn macs(&self) -> Result<Vec<String>> {
-        Ok(self
-            .meta("network/interfaces/macs/")
-            .await?
-            .lines()
-            .map(normalize_mac)
-            .filter(|m| !m.is_empty())
-            .collect())
+        Ok(parse_mac_list(
+            &self.meta("network/interfaces/macs/").await?,
+        ))
     }
     async fn interface(&self, mac: &str) -> Result<MetadataInterface> {
         let mac = normalize_mac(mac);

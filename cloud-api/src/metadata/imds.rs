@@ -9,7 +9,7 @@ use std::{
 use async_trait::async_trait;
 use tokio::{sync::Mutex, time::Instant};
 
-use super::{InstanceMetadata, MetadataInterface, normalize_mac};
+use super::{InstanceMetadata, MetadataInterface, normalize_mac, parse_mac_list};
 use crate::{
     backoff::Backoff,
     error::{Error, Result},
@@ -394,13 +394,9 @@ impl InstanceMetadata for ImdsClient {
         Ok(normalize_mac(&self.meta("mac").await?))
     }
     async fn macs(&self) -> Result<Vec<String>> {
-        Ok(self
-            .meta("network/interfaces/macs/")
-            .await?
-            .lines()
-            .map(normalize_mac)
-            .filter(|m| !m.is_empty())
-            .collect())
+        Ok(parse_mac_list(
+            &self.meta("network/interfaces/macs/").await?,
+        ))
     }
     async fn interface(&self, mac: &str) -> Result<MetadataInterface> {
         let mac = normalize_mac(mac);

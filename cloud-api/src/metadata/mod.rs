@@ -129,3 +129,13 @@ pub trait InstanceMetadata: Send + Sync + fmt::Debug {
 pub fn normalize_mac(mac: &str) -> String {
     mac.trim().trim_end_matches('/').to_ascii_lowercase()
 }
+
+/// The MACs of a metadata `network/interfaces/macs/` listing (one per line, trailing `/`
+/// allowed), normalized; blank lines skipped. Both IMDS dialects answer it the same way.
+pub(crate) fn parse_mac_list(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .map(normalize_mac)
+        .filter(|m| !m.is_empty())
+        .collect()
+}
