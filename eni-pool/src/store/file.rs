@@ -1,40 +1,44 @@
 //! A record store in a directory: a snapshot plus journals overwritten in place, with group
-//! commit.
+//! commit and compaction that does not pause commits.
 //!
 //! The format is described in the `format` module: `state.json` (the snapshot, replaced
-//! atomically), `journal.0` … `journal.N-1` (preallocated, zero-filled files overwritten in
-//! place, one per writer thread; one by default) and `LOCK` (held with `flock` while a process
-//! has the store open). Version 1 directories (one append-only `journal`) are read and
-//! converted at open.
+//! atomically), two sets of journal files `journal.0` … `journal.2N-1` (preallocated,
+//! zero-filled files overwritten in place; each of the N writer threads owns one file per
+//! set; one writer by default) and `LOCK` (held with `flock` while a process has the store
+//! open). Version 1 and 2 directories are read and converted at open.
 //!
 //! A writer thread takes every commit queued since it last looked, gives them the next
-//! sequence numbers, writes them to its file with one `pwrite` and makes them durable with
-//! one `fdatasync` (group commit), answers them, and goes straight back to the queue: an
-//! applier thread updates the in-memory image (for loads and snapshots) and frees the
-//! commits while the next sync runs. Groups are acknowledged in sequence order, each once it
-//! and every earlier group are durable, so what is durable and acknowledged is always a
-//! prefix of the sequence.
+//! sequence numbers, writes them to its file of the current set with one `pwrite` and makes
+//! them durable with one `fdatasync` (group commit), answers them, and goes straight back to
+//! the queue: an applier thread updates the in-memory image (for loads and snapshots) and
+//! frees the commits while the next sync runs. Groups are acknowledged in sequence order,
+//! each once it and every earlier group are durable, so what is durable and acknowledged is
+//! always a prefix of the sequence.
 //!
 //! Overwriting blocks that already hold data (the zeroes written when a journal file is
 //! created) changes no file size and no block map, so `fdatasync` flushes the data alone
 //! instead of also committing the file system's metadata journal (on ext4 about half the
 //! cost of an append's; `docs/benchmarks.md`).
 //!
-//! With [`FileStoreOptions::journals`] above 1, that many writers each own a file and their
-//! groups are written and synced concurrently (a group starts while the previous one is
+//! With [`FileStoreOptions::journals`] above 1, that many writers each own a file per set and
+//! their groups are written and synced concurrently (a group starts while the previous one is
 //! still syncing). On the virtio disk we measured, concurrent syncs were slower than one
 //! sync at a time, so the default is one.
 //!
-//! When a journal file is full (or `compact_after` commits were written) the writers pause,
-//! the records are written as a new snapshot of the next generation, and every journal file
-//! starts over after its header: lines of older generations are ignored from then on.
+//! Compaction: when the current set is full (or `compact_after` commits were written) the
+//! writers switch at once to the other set with the next generation and go on committing,
+//! while a snapshot thread writes the snapshot of that generation from a copy of the image.
+//! Once it is durable the older set is stale and free for the generation after. A writer
+//! that reaches the next compaction point first waits for the snapshot (back-pressure,
+//! [`FileStoreStats::snapshot_waits`]). Only after a failed journal write do the writers
+//! pause for a snapshot, so that no line whose caller got an error can be replayed later.
 //!
-//! Recovery on open: the snapshot, then the journals' lines of its generation in sequence
-//! order up to the first missing number. A commit cut by a crash was never acknowledged and
-//! is dropped with whatever follows it; a line that says a missing commit had been
-//! acknowledged, and any other malformed content, is [`StoreError::Corrupt`] and the files
-//! are left as they are. Every open then writes a snapshot of a new generation, so lines a
-//! crash left behind can never be mistaken for later ones.
+//! Recovery on open: the snapshot, then the journals' lines of its generation and the next
+//! in sequence order up to the first missing number. A commit cut by a crash was never
+//! acknowledged and is dropped with whatever follows it; a line that says a missing commit
+//! had been acknowledged, and any other malformed content, is [`StoreError::Corrupt`] and the
+//! files are left as they are. Every open then writes a snapshot of a generation above every
+//! line, so lines a crash left behind can never be mistaken for later ones.
 
 use std::{
     collections::VecDeque,
@@ -46,6 +50,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
@@ -54,9 +59,9 @@ use tokio::sync::oneshot;
 use super::{
     Change, RecordStore, Records, StoreError,
     format::{
-        LEGACY_JOURNAL_FILE, LINE_OVERHEAD, MAX_JOURNALS, STATE_FILE, create_journal,
-        encode_changes, encode_line, io_err, journal_header, journal_name, recover, replace_file,
-        state_bytes, sync_dir,
+        LEGACY_JOURNAL_FILE, LINE_OVERHEAD, MAX_WRITERS, STATE_FILE, create_journal,
+        encode_changes, encode_line, io_err, journal_header, journal_index, journal_name, recover,
+        replace_file, rewrite_header, state_bytes, sync_dir,
     },
 };
 
@@ -65,21 +70,23 @@ const LOCK_FILE: &str = "LOCK";
 const MAX_BATCH: usize = 4096;
 /// Journal files are at least this large.
 const MIN_JOURNAL_BYTES: u64 = 64 * 1024;
+/// A sync slower than this is counted in [`FileStoreStats::slow_syncs`].
+const SLOW_SYNC: Duration = Duration::from_millis(1);
 
 /// Options of a [`FileStore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FileStoreOptions {
     /// Journal commits after which the records are folded into a new snapshot and the
-    /// journals start over. Default 65536.
+    /// writers switch to the other set of journal files. Default 65536.
     pub compact_after: usize,
-    /// Journal files, one per writer thread: how many commit groups may be written and
-    /// synced at once. Default 1 (concurrent syncs measured slower on a virtio disk); clamped
-    /// to 1..=16.
+    /// Writer threads (each owns one journal file per set): how many commit groups may be
+    /// written and synced at once. Default 1 (concurrent syncs measured slower on a virtio
+    /// disk); clamped to 1..=16.
     pub journals: usize,
-    /// The size of each journal file, written with zeroes when it is created; the records
-    /// are folded into a new snapshot when one is full. Default 16 MiB (about 40,000
-    /// commits of one binding); at least 64 KiB.
+    /// The size of each journal file (there are two per writer), written with zeroes when it
+    /// is created; the records are folded into a new snapshot when one is full. Default
+    /// 16 MiB (about 40,000 commits of one binding); at least 64 KiB.
     pub journal_bytes: u64,
 }
 
@@ -102,10 +109,23 @@ pub struct FileStoreStats {
     /// `fdatasync` calls that made them durable (fewer than commits under concurrency: group
     /// commit).
     pub syncs: u64,
-    /// Snapshots written.
+    /// Snapshots written (the one every open writes included).
     pub compactions: u64,
     /// Syncs that started while another writer's sync was in flight (pipelining).
     pub overlapped_syncs: u64,
+    /// Times a writer reached a compaction point while the previous snapshot was still being
+    /// written, and waited for it (back-pressure; commits queue meanwhile).
+    pub snapshot_waits: u64,
+    /// Snapshots written while the writers paused: at open, and after a failed journal
+    /// write.
+    pub blocking_compactions: u64,
+    /// Journal `fdatasync` calls that took over 1 ms.
+    pub slow_syncs: u64,
+    /// The most commits written with one sync.
+    pub max_group: u64,
+    /// The longest snapshot, from the switch to the other set until the snapshot was
+    /// durable, in microseconds.
+    pub max_snapshot_us: u64,
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +134,11 @@ struct Counters {
     syncs: AtomicU64,
     compactions: AtomicU64,
     overlapped: AtomicU64,
+    snapshot_waits: AtomicU64,
+    blocking_compactions: AtomicU64,
+    slow_syncs: AtomicU64,
+    max_group: AtomicU64,
+    max_snapshot_us: AtomicU64,
 }
 
 type Answer = oneshot::Sender<Result<(), StoreError>>;
@@ -145,30 +170,51 @@ struct Core {
     acked: u64,
     /// Groups not yet acknowledged, in sequence order.
     inflight: VecDeque<Group>,
+    /// The writers' generation: their lines go to set `generation % 2`.
     generation: u64,
-    /// Where each writer writes next in its file.
+    /// The generation of the last durable snapshot: `generation`, or one less while the
+    /// snapshot thread writes (or failed to write) the snapshot of `generation`.
+    durable: u64,
+    /// Where each writer writes next in its file of the current set.
     offsets: Vec<u64>,
-    /// Commits written since the last snapshot.
+    /// Commits written in the current generation (or since a failed snapshot).
     since_snapshot: usize,
-    /// A writer is writing a snapshot (or waits to): nobody starts a group.
+    /// A snapshot for the snapshot thread to write.
+    snapshot_job: Option<SnapshotJob>,
+    /// The snapshot thread has a job (queued or being written).
+    snapshotting: bool,
+    /// The last snapshot failed: the current set may grow past its size, and the next try
+    /// comes after `compact_after` more commits.
+    snapshot_failed: bool,
+    /// The writers stop the snapshot thread once they have stopped.
+    stop_snapshots: bool,
+    /// A writer is writing a snapshot while the others pause (after a failed write).
     compacting: bool,
     /// A group failed: nothing more is written until a snapshot of a new generation makes
     /// every unacknowledged line stale.
     failed: bool,
     /// A group that failed was answered: later groups are answered with errors too.
     broken: Option<String>,
-    /// The last snapshot failed: do not try again before `compact_after` more commits.
-    snapshot_backoff: bool,
     closing: bool,
     poisoned: Option<String>,
+}
+
+/// A snapshot of `generation` to write: every acknowledged commit up to at least `after`.
+#[derive(Clone, Copy, Debug)]
+struct SnapshotJob {
+    generation: u64,
+    after: u64,
+    /// When the writers switched sets.
+    since: Instant,
 }
 
 /// Groups whose outcome is known, in sequence order, on their way to their callers.
 #[derive(Default)]
 struct Done {
-    /// Acknowledged groups: the last sequence number and the commits (their changes to
-    /// apply; their encoded lines to free). Failed groups come with no changes.
-    groups: VecDeque<(u64, Vec<Pending>)>,
+    /// Answered groups: the last sequence number, whether it was acknowledged, and the
+    /// commits (their changes to apply; their encoded lines to free). Failed groups come
+    /// with no changes.
+    groups: VecDeque<(u64, bool, Vec<Pending>)>,
     /// The writers have stopped: apply what is left and stop.
     closing: bool,
 }
@@ -176,8 +222,11 @@ struct Done {
 /// The records as of the last applied commit.
 struct Image {
     records: Records,
-    /// Every acknowledged commit up to this sequence number is applied.
+    /// Every answered commit up to this sequence number is applied (or was a failure).
     applied: u64,
+    /// `records` holds exactly the commits up to this one (acknowledged commits are a prefix
+    /// of the sequence: after a failed group every later one fails until a snapshot).
+    acked: u64,
 }
 
 struct Shared {
@@ -187,6 +236,8 @@ struct Shared {
     core: Mutex<Core>,
     /// Signalled when work is queued, a group completes or a snapshot ends.
     work: Condvar,
+    /// Signalled (under `core`) when the snapshot thread has a job or must stop.
+    snapshot_ready: Condvar,
     /// Handed from the writers to the applier thread.
     done: Mutex<Done>,
     /// Signalled when `done` changes.
@@ -196,6 +247,9 @@ struct Shared {
     /// Signalled when the image catches up.
     applied: Condvar,
     counters: Counters,
+    /// Tests: the snapshot thread waits while this is set.
+    #[cfg(test)]
+    hold_snapshots: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -224,6 +278,7 @@ pub struct FileStore {
     dir: PathBuf,
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    snapshotter: Mutex<Option<JoinHandle<()>>>,
     applier: Mutex<Option<JoinHandle<()>>>,
     /// Held (`flock`) until the store is dropped.
     _lock: File,
@@ -238,12 +293,13 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// One writer thread: owns journal file `index`.
+/// One writer thread: owns one journal file of each set.
 struct Writer {
     shared: Arc<Shared>,
     index: usize,
-    path: PathBuf,
-    file: File,
+    /// Its file of set 0 and of set 1.
+    paths: [PathBuf; 2],
+    files: [File; 2],
 }
 
 impl Writer {
@@ -251,6 +307,8 @@ impl Writer {
         let shared = &*self.shared;
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut core = shared.core();
+        // Waiting for a snapshot (counted once per wait).
+        let mut held_back = false;
         loop {
             if let Some(why) = &core.poisoned
                 && !core.queue.is_empty()
@@ -268,19 +326,11 @@ impl Writer {
                 core = shared.wait(core);
                 continue;
             }
-            let cap = shared.options.journal_bytes;
-            let offset = core.offsets[self.index];
-            let first_len = core
-                .queue
-                .front()
-                .map(|p| (p.json.len() + LINE_OVERHEAD) as u64);
-            let full = first_len.is_some_and(|n| {
-                offset + n > cap && offset > shared.header_len && !core.snapshot_backoff
-            });
-            let due = core.since_snapshot >= shared.options.compact_after;
-            if core.poisoned.is_none() && (core.failed || ((full || due) && first_len.is_some())) {
+            if core.failed && core.poisoned.is_none() {
+                // Every line not acknowledged must become stale before anything else is
+                // written: a snapshot of a new generation, with the writers paused.
                 core.compacting = true;
-                while !core.inflight.is_empty() {
+                while !core.inflight.is_empty() || core.snapshotting {
                     core = shared.wait(core);
                 }
                 core = compact(shared, core);
@@ -288,6 +338,47 @@ impl Writer {
                 shared.work.notify_all();
                 continue;
             }
+            let cap = shared.options.journal_bytes;
+            let offset = core.offsets[self.index];
+            let first_len = core
+                .queue
+                .front()
+                .map(|p| (p.json.len() + LINE_OVERHEAD) as u64);
+            let full = first_len.is_some_and(|n| {
+                offset + n > cap && offset > shared.header_len && !core.snapshot_failed
+            });
+            let due = core.since_snapshot >= shared.options.compact_after;
+            if core.poisoned.is_none() && (full || due) && first_len.is_some() {
+                if core.snapshotting {
+                    // The other set still holds lines the durable snapshot needs.
+                    if !held_back {
+                        held_back = true;
+                        shared
+                            .counters
+                            .snapshot_waits
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    core = shared.wait(core);
+                    continue;
+                }
+                if core.durable == core.generation {
+                    // Switch to the other set at once; the snapshot follows.
+                    core.generation += 1;
+                    let start = shared.header_len;
+                    core.offsets.iter_mut().for_each(|o| *o = start);
+                }
+                // (Otherwise the snapshot of this generation failed: try again.)
+                core.snapshot_job = Some(SnapshotJob {
+                    generation: core.generation,
+                    after: core.next_seq - 1,
+                    since: Instant::now(),
+                });
+                core.snapshotting = true;
+                core.since_snapshot = 0;
+                shared.snapshot_ready.notify_one();
+                continue;
+            }
+            held_back = false;
             let startable = first_len.is_some()
                 && core.poisoned.is_none()
                 && core.inflight.len() < shared.options.journals;
@@ -341,18 +432,33 @@ impl Writer {
         for (seq, p) in (first..).zip(&batch) {
             encode_line(generation, seq, acked, &p.json, buf);
         }
-        let written = self
-            .file
+        let set = usize::from(generation % 2 == 1);
+        let (file, path) = (&self.files[set], &self.paths[set]);
+        let mut synced = None;
+        let written = file
             .write_all_at(buf, offset)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| format!("journal write to {}: {e}", self.path.display()));
+            .and_then(|()| {
+                let t = Instant::now();
+                let r = file.sync_data();
+                synced = Some(t.elapsed());
+                r
+            })
+            .map_err(|e| format!("journal write to {}: {e}", path.display()));
 
         let mut core = shared.core();
         match &written {
             Ok(()) => {
-                core.offsets[self.index] = offset + buf.len() as u64;
-                core.since_snapshot += n;
-                shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                // (After a switch to the other set, its offsets are already fresh.)
+                if core.generation == generation {
+                    core.offsets[self.index] = offset + buf.len() as u64;
+                    core.since_snapshot += n;
+                }
+                let c = &shared.counters;
+                c.syncs.fetch_add(1, Ordering::Relaxed);
+                c.max_group.fetch_max(n as u64, Ordering::Relaxed);
+                if synced.is_some_and(|d| d > SLOW_SYNC) {
+                    c.slow_syncs.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Err(why) => {
                 tracing::error!(error = %why, "writing the record journal failed");
@@ -392,7 +498,7 @@ impl Writer {
             if outcome.is_err() {
                 commits.iter_mut().for_each(|p| p.changes.clear());
             }
-            applied.push((g.last, commits));
+            applied.push((g.last, outcome.is_ok(), commits));
         }
         if applied.is_empty() {
             return core;
@@ -410,7 +516,7 @@ impl Writer {
         for (tx, outcome) in answers {
             let answer = outcome.map_err(|why| StoreError::Io {
                 op: "write journal",
-                path: self.path.clone(),
+                path: path.clone(),
                 source: std::io::Error::other(why),
             });
             // A dropped receiver (caller gave up) is fine: the commit stands.
@@ -438,13 +544,18 @@ fn apply_acknowledged(shared: &Shared) {
             std::mem::take(&mut done.groups)
         };
         let mut image = shared.image();
-        for (last, commits) in &groups {
+        for (last, acked, commits) in &groups {
             for p in commits {
                 for c in &p.changes {
                     image.records.apply(c);
                 }
             }
-            image.applied = image.applied.max(*last);
+            // Groups come in sequence order (numbers start over after a failure's snapshot,
+            // which resets `applied` with nothing in flight).
+            image.applied = *last;
+            if *acked {
+                image.acked = *last;
+            }
         }
         drop(image);
         shared.applied.notify_all();
@@ -452,18 +563,81 @@ fn apply_acknowledged(shared: &Shared) {
     }
 }
 
-/// Writes a snapshot of the image as the next generation; every journal starts over.
-/// Called with no group in flight and `compacting` set.
+/// The snapshot thread: writes the snapshots the writers ask for, while they go on.
+fn write_snapshots(shared: &Shared) {
+    let mut core = shared.core();
+    loop {
+        let Some(job) = core.snapshot_job.take() else {
+            if core.stop_snapshots {
+                return;
+            }
+            core = shared
+                .snapshot_ready
+                .wait(core)
+                .unwrap_or_else(PoisonError::into_inner);
+            continue;
+        };
+        drop(core);
+        #[cfg(test)]
+        while shared.hold_snapshots.load(Ordering::Relaxed) {
+            if shared.core().stop_snapshots {
+                // Closed while held: the job is dropped, as a crash would.
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A copy of the image once every commit up to the switch is answered (it may hold
+        // a few commits of the new generation too: recovery skips their lines).
+        let (records, seq) = {
+            let mut image = shared.image();
+            while image.applied < job.after {
+                image = shared
+                    .applied
+                    .wait(image)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            (image.records.clone(), image.acked)
+        };
+        let bytes = state_bytes(&records, job.generation, seq);
+        drop(records);
+        let written = replace_file(&shared.dir, STATE_FILE, &[&bytes]);
+        core = shared.core();
+        core.snapshotting = false;
+        match written {
+            Ok(()) => {
+                core.durable = job.generation;
+                core.snapshot_failed = false;
+                let c = &shared.counters;
+                c.compactions.fetch_add(1, Ordering::Relaxed);
+                let took = u64::try_from(job.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+                c.max_snapshot_us.fetch_max(took, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // The current set grows past its size meanwhile; try again later.
+                tracing::error!(error = %e, "writing a snapshot of the records failed");
+                core.snapshot_failed = true;
+                core.since_snapshot = 0;
+            }
+        }
+        shared.work.notify_all();
+    }
+}
+
+/// Writes a snapshot of the image as a new generation while the writers pause, after a
+/// failed journal write: every line not acknowledged becomes stale. Called with `compacting`
+/// set, no group in flight and no snapshot being written.
 fn compact<'a>(shared: &'a Shared, core: MutexGuard<'a, Core>) -> MutexGuard<'a, Core> {
     let generation = core.generation + 1;
     let seq = core.acked;
     let mut image = shared.image();
-    while image.applied < seq {
+    while image.applied < core.next_seq - 1 {
         image = shared
             .applied
             .wait(image)
             .unwrap_or_else(PoisonError::into_inner);
     }
+    // Sequence numbers after `seq` are handed out again.
+    image.applied = seq;
     let bytes = state_bytes(&image.records, generation, seq);
     drop(image);
     drop(core);
@@ -472,28 +646,25 @@ fn compact<'a>(shared: &'a Shared, core: MutexGuard<'a, Core>) -> MutexGuard<'a,
     match written {
         Ok(()) => {
             core.generation = generation;
+            core.durable = generation;
             core.next_seq = seq + 1;
             let start = shared.header_len;
             core.offsets.iter_mut().for_each(|o| *o = start);
             core.since_snapshot = 0;
-            core.snapshot_backoff = false;
+            core.snapshot_failed = false;
             core.failed = false;
             core.broken = None;
-            shared.counters.compactions.fetch_add(1, Ordering::Relaxed);
+            let c = &shared.counters;
+            c.compactions.fetch_add(1, Ordering::Relaxed);
+            c.blocking_compactions.fetch_add(1, Ordering::Relaxed);
         }
-        Err(e) if core.failed => {
+        Err(e) => {
             tracing::error!(error = %e, "the record store is unusable: a journal write failed and so did the snapshot after it");
             core.poisoned = Some(format!(
                 "{}; the snapshot after it failed too: {e}",
                 core.broken.clone().unwrap_or_default()
             ));
             core.failed = false;
-        }
-        Err(e) => {
-            // The journals grow past their size meanwhile; try again later.
-            tracing::error!(error = %e, "writing a snapshot of the records failed");
-            core.since_snapshot = 0;
-            core.snapshot_backoff = true;
         }
     }
     core
@@ -516,7 +687,7 @@ impl FileStore {
     /// As [`FileStore::open`].
     pub fn open_with(dir: impl AsRef<Path>, options: FileStoreOptions) -> Result<Self, StoreError> {
         let mut options = options;
-        options.journals = options.journals.clamp(1, MAX_JOURNALS);
+        options.journals = options.journals.clamp(1, MAX_WRITERS);
         options.journal_bytes = options.journal_bytes.max(MIN_JOURNAL_BYTES);
         let dir = dir.as_ref().to_owned();
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
@@ -533,31 +704,35 @@ impl FileStore {
             Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
         }
         let recovered = recover(&dir)?;
-        for i in 0..options.journals {
+        let files = 2 * options.journals;
+        for i in 0..files {
             if !recovered.journals.contains(&i) {
                 create_journal(&dir, i, options.journal_bytes)?;
             }
         }
-        // A snapshot of a new generation: every line written so far (torn ones, and the
+        // A snapshot of a new generation above every line there can be (the snapshot's
+        // generation and the next): every line written so far (torn ones, and the
         // unacknowledged ones after a hole) is stale from now on.
-        let generation = recovered.generation + 1;
+        let generation = recovered.generation + 2;
         let seq = recovered.seq;
         replace_file(
             &dir,
             STATE_FILE,
             &[&state_bytes(&recovered.records, generation, seq)],
         )?;
+        let header = journal_header();
+        for i in recovered.journals.iter().filter(|i| **i < files) {
+            // Files of an older version get this version's header (same length; their
+            // lines are all stale now).
+            rewrite_header(&dir.join(journal_name(*i)), &header)?;
+        }
         let mut removed = false;
         if recovered.legacy_journal {
             let path = dir.join(LEGACY_JOURNAL_FILE);
             fs::remove_file(&path).map_err(io_err("remove", &path))?;
             removed = true;
         }
-        for i in recovered
-            .journals
-            .iter()
-            .filter(|i| **i >= options.journals)
-        {
+        for i in recovered.journals.iter().filter(|i| **i >= files) {
             let path = dir.join(journal_name(*i));
             fs::remove_file(&path).map_err(io_err("remove", &path))?;
             removed = true;
@@ -565,7 +740,7 @@ impl FileStore {
         if removed {
             sync_dir(&dir)?;
         }
-        let header_len = journal_header().len() as u64;
+        let header_len = header.len() as u64;
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             options,
@@ -576,44 +751,60 @@ impl FileStore {
                 acked: seq,
                 inflight: VecDeque::new(),
                 generation,
+                durable: generation,
                 offsets: vec![header_len; options.journals],
                 since_snapshot: 0,
+                snapshot_job: None,
+                snapshotting: false,
+                snapshot_failed: false,
+                stop_snapshots: false,
                 compacting: false,
                 failed: false,
                 broken: None,
-                snapshot_backoff: false,
                 closing: false,
                 poisoned: None,
             }),
             work: Condvar::new(),
+            snapshot_ready: Condvar::new(),
             done: Mutex::new(Done::default()),
             done_ready: Condvar::new(),
             image: Mutex::new(Image {
                 records: recovered.records,
                 applied: seq,
+                acked: seq,
             }),
             applied: Condvar::new(),
             counters: Counters::default(),
+            #[cfg(test)]
+            hold_snapshots: std::sync::atomic::AtomicBool::new(false),
         });
         shared.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .blocking_compactions
+            .fetch_add(1, Ordering::Relaxed);
         let mut writers = Vec::new();
         for index in 0..options.journals {
-            let path = dir.join(journal_name(index));
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(io_err("open", &path))?;
+            let paths = [0, 1].map(|set| dir.join(journal_name(journal_index(index, set))));
+            let open = |path: &PathBuf| {
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err("open", path))
+            };
+            let files = [open(&paths[0])?, open(&paths[1])?];
             writers.push(Writer {
                 shared: shared.clone(),
                 index,
-                path,
-                file,
+                paths,
+                files,
             });
         }
         let store = Self {
             dir: dir.clone(),
             shared,
             threads: Mutex::new(Vec::new()),
+            snapshotter: Mutex::new(None),
             applier: Mutex::new(None),
             _lock: lock,
         };
@@ -623,6 +814,15 @@ impl FileStore {
             .spawn(move || apply_acknowledged(&applier))
             .map_err(io_err("spawn applier thread", &dir))?;
         *store.applier.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
+        let snapshotter = store.shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("cnikit-pool-store-snapshot".into())
+            .spawn(move || write_snapshots(&snapshotter))
+            .map_err(io_err("spawn snapshot thread", &dir))?;
+        *store
+            .snapshotter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(thread);
         for w in writers {
             let index = w.index;
             let thread = std::thread::Builder::new()
@@ -653,7 +853,18 @@ impl FileStore {
             syncs: c.syncs.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
             overlapped_syncs: c.overlapped.load(Ordering::Relaxed),
+            snapshot_waits: c.snapshot_waits.load(Ordering::Relaxed),
+            blocking_compactions: c.blocking_compactions.load(Ordering::Relaxed),
+            slow_syncs: c.slow_syncs.load(Ordering::Relaxed),
+            max_group: c.max_group.load(Ordering::Relaxed),
+            max_snapshot_us: c.max_snapshot_us.load(Ordering::Relaxed),
         }
+    }
+
+    /// Tests: holds snapshots back (the writers go on until they need one).
+    #[cfg(test)]
+    fn hold_snapshots(&self, hold: bool) {
+        self.shared.hold_snapshots.store(hold, Ordering::Relaxed);
     }
 
     /// Finishes queued commits, stops the writers and releases the lock.
@@ -670,6 +881,20 @@ impl FileStore {
             if t.join().is_err() {
                 tracing::error!("a record store writer thread panicked");
             }
+        }
+        // A snapshot under way is finished (not needed for safety: the journals hold
+        // everything it would).
+        self.shared.core().stop_snapshots = true;
+        self.shared.snapshot_ready.notify_all();
+        let snapshotter = self
+            .snapshotter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = snapshotter
+            && t.join().is_err()
+        {
+            tracing::error!("the record store's snapshot thread panicked");
         }
         self.shared.done().closing = true;
         self.shared.done_ready.notify_all();
@@ -756,7 +981,7 @@ mod tests {
     use crate::{
         allocation::{Allocation, GatewayRule, ResourceId},
         pod::{PodKey, ResourceKind},
-        store::{BindingRecord, CoolingRecord},
+        store::{BindingRecord, CoolingRecord, format::VERSION},
     };
 
     fn binding(name: &str, last: u8) -> BindingRecord {
@@ -847,7 +1072,8 @@ mod tests {
                     )),
                 ]],
             );
-            assert!(s.stats().compactions >= 4, "{:?}", s.stats());
+            // Open, then a switch every 3 commits (the last snapshot may be under way).
+            assert!(s.stats().compactions >= 3, "{:?}", s.stats());
         }
         let s = FileStore::open_with(dir.path(), options(2)).unwrap();
         let r = rt.block_on(s.load()).unwrap();
@@ -931,12 +1157,12 @@ mod tests {
         );
     }
 
-    /// Writes version 2 lines of the current generation at the end of journal `i`.
-    fn append_lines(dir: &Path, i: usize, lines: &[(u64, u64, Vec<Change>)]) {
-        let path = dir.join(journal_name(i));
+    /// Writes lines of the snapshot's generation at the end of writer `w`'s journal for it.
+    fn append_lines(dir: &Path, w: usize, lines: &[(u64, u64, Vec<Change>)]) {
         let state: serde_json::Value =
             serde_json::from_slice(&fs::read(dir.join(STATE_FILE)).unwrap()).unwrap();
         let generation = state["generation"].as_u64().unwrap();
+        let path = dir.join(journal_name(journal_index(w, generation)));
         let mut data = fs::read(&path).unwrap();
         let mut end = end_of_lines(&path);
         for (seq, acked, changes) in lines {
@@ -1046,12 +1272,12 @@ mod tests {
         assert!(!dir.path().join(LEGACY_JOURNAL_FILE).exists());
         let state: serde_json::Value =
             serde_json::from_slice(&fs::read(dir.path().join(STATE_FILE)).unwrap()).unwrap();
-        assert_eq!(state["version"], 2);
+        assert_eq!(state["version"], VERSION);
         let s = FileStore::open_with(dir.path(), options(1)).unwrap();
         assert_eq!(rt.block_on(s.load()).unwrap().bindings.len(), 5);
         assert!(
-            !dir.path().join(journal_name(1)).exists(),
-            "journals beyond the configured number are removed"
+            dir.path().join(journal_name(1)).exists() && !dir.path().join(journal_name(2)).exists(),
+            "two sets of one writer's files; journals beyond the configured number are removed"
         );
     }
 
@@ -1228,6 +1454,308 @@ mod tests {
             !r.bindings
                 .contains_key(&PodKey::new("ns", "p0", "c0ffee", "eth0"))
         );
+    }
+
+    /// Copies a store's files (what a crash at this moment would leave: every acknowledged
+    /// commit was synced; the page cache holds at most more) to `to`.
+    fn copy_store(from: &Path, to: &Path) {
+        fs::create_dir_all(to).unwrap();
+        for e in fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_name() != LOCK_FILE {
+                fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    /// Flips a byte in the first line of journal file `i` (a damaged acknowledged commit).
+    fn damage_first_line(dir: &Path, i: usize) {
+        let path = dir.join(journal_name(i));
+        let mut bytes = fs::read(&path).unwrap();
+        let first_nl = bytes.iter().position(|b| *b == b'\n').unwrap();
+        bytes[first_nl + 40] ^= 0x20;
+        fs::write(&path, &bytes).unwrap();
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting: {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn names(r: &Records) -> Vec<String> {
+        r.bindings.keys().map(|k| k.name.clone()).collect()
+    }
+
+    fn pods(range: std::ops::Range<u8>) -> Vec<String> {
+        let mut v: Vec<String> = range.map(|i| format!("p{i}")).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn compaction_switches_sets_and_a_crash_on_either_side_of_the_snapshot_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let opts = FileStoreOptions {
+            compact_after: 4,
+            ..options(1)
+        };
+        let s = FileStore::open_with(dir.path(), opts).unwrap();
+        let g0 = generation(dir.path());
+        s.hold_snapshots(true);
+        // Four commits in generation g0, then the switch: two more in g0 + 1 (other set).
+        commit_all(&s, &rt, (0..6).map(put).collect());
+        assert_eq!(s.stats().commits, 6);
+        assert_eq!(generation(dir.path()), g0, "the snapshot is held back");
+        let (old_set, new_set) = (journal_index(0, g0), journal_index(0, g0 + 1));
+        assert_ne!(old_set, new_set);
+
+        // A crash now: the durable snapshot is g0's; both sets are needed.
+        let crash = tempfile::tempdir().unwrap();
+        copy_store(dir.path(), crash.path());
+        {
+            let c = FileStore::open_with(crash.path(), opts).unwrap();
+            assert_eq!(names(&rt.block_on(c.load()).unwrap()), pods(0..6));
+        }
+        let crash = tempfile::tempdir().unwrap();
+        copy_store(dir.path(), crash.path());
+        damage_first_line(crash.path(), old_set);
+        let err = FileStore::open_with(crash.path(), opts).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { .. }),
+            "the old set is still needed: {err}"
+        );
+
+        // The snapshot becomes durable: the old set is stale from then on.
+        s.hold_snapshots(false);
+        wait_until("the snapshot", || generation(dir.path()) == g0 + 1);
+        let crash = tempfile::tempdir().unwrap();
+        copy_store(dir.path(), crash.path());
+        damage_first_line(crash.path(), old_set);
+        {
+            let c = FileStore::open_with(crash.path(), opts).unwrap();
+            assert_eq!(names(&rt.block_on(c.load()).unwrap()), pods(0..6));
+        }
+        // The writer goes on, and the next switch reuses the first set.
+        commit_all(&s, &rt, (6..12).map(put).collect());
+        wait_until("the second snapshot", || generation(dir.path()) == g0 + 2);
+        let stats = s.stats();
+        assert_eq!(stats.blocking_compactions, 1, "only at open: {stats:?}");
+        assert_eq!(stats.compactions, 3, "{stats:?}");
+        drop(s);
+        let s = FileStore::open_with(dir.path(), opts).unwrap();
+        assert_eq!(names(&rt.block_on(s.load()).unwrap()), pods(0..12));
+    }
+
+    #[test]
+    fn a_crash_while_the_writer_waits_for_a_snapshot_keeps_what_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let opts = FileStoreOptions {
+            compact_after: 4,
+            ..options(1)
+        };
+        let s = Arc::new(FileStore::open_with(dir.path(), opts).unwrap());
+        s.hold_snapshots(true);
+        // Four in g0, four in g0 + 1: the next commit finds the set due and the previous
+        // snapshot not durable, so it waits.
+        commit_all(&s, &rt, (0..8).map(put).collect());
+        let waiting: Vec<_> = (8..12)
+            .map(|i| {
+                let s = s.clone();
+                rt.spawn(async move { s.commit(put(i)).await })
+            })
+            .collect();
+        wait_until("back-pressure", || s.stats().snapshot_waits == 1);
+        assert_eq!(s.stats().commits, 8, "nothing is written while waiting");
+        let crash = tempfile::tempdir().unwrap();
+        copy_store(dir.path(), crash.path());
+        {
+            let c = FileStore::open_with(crash.path(), opts).unwrap();
+            assert_eq!(
+                names(&rt.block_on(c.load()).unwrap()),
+                pods(0..8),
+                "what was acknowledged, nothing else"
+            );
+        }
+        s.hold_snapshots(false);
+        for t in waiting {
+            rt.block_on(t).unwrap().unwrap();
+        }
+        let stats = s.stats();
+        assert_eq!(stats.commits, 12);
+        assert!(stats.snapshot_waits >= 1, "{stats:?}");
+        drop(s);
+        let s = FileStore::open_with(dir.path(), opts).unwrap();
+        assert_eq!(names(&rt.block_on(s.load()).unwrap()), pods(0..12));
+    }
+
+    #[test]
+    fn a_snapshot_copied_after_the_switch_skips_the_lines_it_holds() {
+        // The snapshot thread copies the image once every commit before the switch is
+        // answered; by then it may hold commits of the new generation too.
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let opts = FileStoreOptions {
+            compact_after: 3,
+            ..options(1)
+        };
+        let (g0, s0) = {
+            let s = FileStore::open_with(dir.path(), opts).unwrap();
+            let g0 = generation(dir.path());
+            let s0 = snapshot_seq(dir.path());
+            s.hold_snapshots(true);
+            commit_all(&s, &rt, (0..5).map(put).collect());
+            (g0, s0)
+        };
+        assert_eq!(generation(dir.path()), g0);
+        // Each possible copy: commits up to the switch (3) or one or two more.
+        for extra in 0..=2u8 {
+            let crash = tempfile::tempdir().unwrap();
+            copy_store(dir.path(), crash.path());
+            let mut copied = Records::default();
+            for c in (0..3 + extra).flat_map(put) {
+                copied.apply(&c);
+            }
+            fs::write(
+                crash.path().join(STATE_FILE),
+                state_bytes(&copied, g0 + 1, s0 + 3 + u64::from(extra)),
+            )
+            .unwrap();
+            let c = FileStore::open_with(crash.path(), opts).unwrap();
+            assert_eq!(names(&rt.block_on(c.load()).unwrap()), pods(0..5));
+        }
+    }
+
+    #[test]
+    fn a_line_two_generations_ahead_of_the_snapshot_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        {
+            let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+            commit_all(&s, &rt, (0..2).map(put).collect());
+        }
+        let g = generation(dir.path());
+        let path = dir.path().join(journal_name(journal_index(0, g + 2)));
+        let mut data = fs::read(&path).unwrap();
+        let end = end_of_lines(&path);
+        let mut line = Vec::new();
+        encode_line(
+            g + 2,
+            snapshot_seq(dir.path()) + 3,
+            0,
+            &encode_changes(&put(5)),
+            &mut line,
+        );
+        data[end..end + line.len()].copy_from_slice(&line);
+        fs::write(&path, &data).unwrap();
+        let err = FileStore::open_with(dir.path(), options(1)).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn version_2_directories_are_read_and_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = serde_json::json!({
+            "format": "cnikit-eni-pool/state",
+            "version": 2,
+            "generation": 4,
+            "seq": 2,
+            "bindings": [binding("p0", 1)],
+            "cooling": [],
+            "meta": {"exclusive_warm_up_done": true},
+        });
+        fs::write(
+            dir.path().join(STATE_FILE),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+        // Two writers' journals: commits 3 and 4 in the first (then a torn line), 5 in the
+        // second, then a stale line of generation 3.
+        let v2_journal = |lines: &[(u64, u64, u64, Vec<Change>)], tail: &[u8]| {
+            let mut data = br#"{"format":"cnikit-eni-pool/journal","version":2}"#.to_vec();
+            data.push(b'\n');
+            for (generation, seq, acked, changes) in lines {
+                encode_line(
+                    *generation,
+                    *seq,
+                    *acked,
+                    &encode_changes(changes),
+                    &mut data,
+                );
+            }
+            data.extend_from_slice(tail);
+            data.resize(usize::try_from(MIN_JOURNAL_BYTES).unwrap(), 0);
+            data
+        };
+        fs::write(
+            dir.path().join(journal_name(0)),
+            v2_journal(
+                &[(4, 3, 2, put(1)), (4, 4, 3, put(2))],
+                b"0badc0de 4 6 5 [{",
+            ),
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join(journal_name(1)),
+            v2_journal(&[(4, 5, 3, put(3)), (3, 6, 5, put(7))], b""),
+        )
+        .unwrap();
+        let rt = rt();
+        {
+            let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+            let r = rt.block_on(s.load()).unwrap();
+            assert_eq!(names(&r), pods(0..4));
+            assert!(r.meta.exclusive_warm_up_done);
+            commit_all(&s, &rt, vec![put(9)]);
+        }
+        let state: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.path().join(STATE_FILE)).unwrap()).unwrap();
+        assert_eq!(state["version"], VERSION);
+        for i in 0..2 {
+            let data = fs::read(dir.path().join(journal_name(i))).unwrap();
+            assert!(
+                data.starts_with(&journal_header()),
+                "journal.{i} has a version 3 header"
+            );
+        }
+        let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+        let mut expected = pods(0..4);
+        expected.push("p9".into());
+        assert_eq!(names(&rt.block_on(s.load()).unwrap()), expected);
+        drop(s);
+        // In a version 2 directory no line may be newer than the snapshot.
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(STATE_FILE),
+            serde_json::to_vec(&state_v2()).unwrap(),
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join(journal_name(0)),
+            v2_journal(&[(5, 3, 2, put(1))], b""),
+        )
+        .unwrap();
+        let err = FileStore::open_with(dir.path(), options(1)).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+
+    fn state_v2() -> serde_json::Value {
+        serde_json::json!({
+            "format": "cnikit-eni-pool/state",
+            "version": 2,
+            "generation": 4,
+            "seq": 2,
+            "bindings": [],
+            "cooling": [],
+            "meta": {},
+        })
     }
 
     #[test]

@@ -1,38 +1,66 @@
 //! The on-disk format of [`super::FileStore`]: encoding, decoding and recovery.
 //!
-//! Version 2 (written by this build):
-//! - `state.json`: the snapshot, `{"format":"cnikit-eni-pool/state","version":2,
+//! Version 3 (written by this build):
+//! - `state.json`: the snapshot, `{"format":"cnikit-eni-pool/state","version":3,
 //!   "generation":G,"seq":S,"bindings":[…],"cooling":[…],"meta":{…}}`: every commit up to
 //!   sequence number `S`; replaced atomically (temp file, `fsync`, `rename`, `fsync` of the
 //!   directory).
-//! - `journal.0` … `journal.N-1`: files of a fixed size, filled with zeroes when created and
-//!   then only ever overwritten in place (so an `fdatasync` flushes data, never file-size or
-//!   block-allocation metadata). A header line `{"format":"cnikit-eni-pool/journal","version":2}`,
-//!   then one line per commit, `<crc32> <generation> <seq> <acked> <JSON array of changes>`
-//!   (CRC in 8 hex digits over everything after it up to the newline; generation and
-//!   sequence numbers in hex; `acked`: every commit up to that sequence number had been
-//!   acknowledged when the line was written). Each writer thread owns one file and writes
-//!   its commit groups there in sequence order; groups in different files are written and
-//!   synced concurrently, but acknowledged in sequence order, so what is durable and
-//!   acknowledged is always a prefix of the sequence. After the last line of the current
-//!   generation come zeroes or stale lines of an older generation (a compaction starts every
-//!   file over from its header).
+//! - `journal.0` … `journal.2N-1`: two sets of journal files, N per set (one per writer
+//!   thread): writer `w` owns `journal.2w` (set 0) and `journal.2w+1` (set 1). Lines of
+//!   generation `G` go to set `G mod 2`. The files have a fixed size, are filled with zeroes
+//!   when created and then only ever overwritten in place (so an `fdatasync` flushes data,
+//!   never file-size or block-allocation metadata). A header line
+//!   `{"format":"cnikit-eni-pool/journal","version":3}`, then one line per commit,
+//!   `<crc32> <generation> <seq> <acked> <JSON array of changes>` (CRC in 8 hex digits over
+//!   everything after it up to the newline; generation and sequence numbers in hex; `acked`:
+//!   every commit up to that sequence number had been acknowledged when the line was
+//!   written). Each writer writes its commit groups to its file of the current set in
+//!   sequence order; groups of different writers are written and synced concurrently, but
+//!   acknowledged in sequence order, so what is durable and acknowledged is always a prefix
+//!   of the sequence. After the last line of a generation come zeroes or stale lines of an
+//!   older generation (a set that is reused starts every file over from its header).
 //!
-//! Recovery: the snapshot, then from every journal file the lines of the snapshot's
-//! generation up to the first that is not one (torn, stale, zeroes), merged by sequence
-//! number; replay stops at the first missing number. What is missing was never
-//! acknowledged (a write cut by a crash: acknowledgements wait for every earlier commit),
-//! and what follows a gap was not either, so it is dropped, unless some line says that the
-//! missing commit had been acknowledged: that is corruption, a [`StoreError::Corrupt`].
+//! Compaction never pauses commits. While the snapshot's generation `Gs` is the writers'
+//! generation, only set `Gs mod 2` is written. At a compaction point (the set is full, or
+//! `compact_after` commits were written) after commit `S`, the writers switch at once to the
+//! other set with generation `Gs+1` and go on committing, while a snapshot thread writes the
+//! snapshot of generation `Gs+1` from a copy of the in-memory image (every acknowledged
+//! commit up to some `S' >= S`; the image may already hold a few commits of `Gs+1`). Until
+//! that snapshot is durable a crash needs both sets: the old snapshot, the lines of `Gs` in
+//! one set and those of `Gs+1` in the other. Once it is durable, every line of `Gs` is
+//! stale and its set is free for generation `Gs+2`. A writer that reaches the next
+//! compaction point before the snapshot is durable waits for it (back-pressure; counted).
+//! Why two sets and not, say, a new file per generation: creating and zero-filling a file
+//! costs file-system journal commits, which is what the preallocated files avoid; two sets
+//! are the fewest that let the writers go on while the older set is still needed.
 //!
-//! Version 1 (read, then converted at open): `state.json` without `seq`, and one
-//! append-only `journal` with a header `{"format":…,"version":1,"generation":G}` and lines
-//! `<crc32> <JSON array of changes>`.
+//! Recovery: the snapshot `(Gs, Ss)`, then from every journal file the run of lines of
+//! generation `Gs` or `Gs+1` from its header up to the first line that is not one of them
+//! (torn, stale, zeroes; a file holds one generation's run, as the two have different sets),
+//! merged by sequence number; lines up to `Ss` are in the snapshot already; replay stops at
+//! the first missing number after `Ss`. What is missing was never acknowledged (a write cut
+//! by a crash: acknowledgements wait for every earlier commit), and what follows a gap was
+//! not either, so it is dropped, unless some line says that the missing commit had been
+//! acknowledged: that is corruption, a [`StoreError::Corrupt`]. A line of a generation
+//! above `Gs+1` is corruption too (the writers never go two generations past a durable
+//! snapshot). Every open writes a snapshot of generation `Gs+2` (above every line that can
+//! exist), so lines a crash left behind are stale from then on.
+//!
+//! Older versions are read, then converted at open (the open's snapshot is version 3):
+//! - Version 2: the same lines, but one set (`journal.0` … `journal.N-1`, one per writer):
+//!   only the snapshot's generation `Gs` is current, no line may be newer.
+//! - Version 1: `state.json` without `seq`, and one append-only `journal` with a header
+//!   `{"format":…,"version":1,"generation":G}` and lines `<crc32> <JSON array of changes>`.
+//!
+//! An older build refuses a version 3 directory with [`StoreError::UnsupportedVersion`]: it
+//! checks the snapshot's version before reading any journal, and version 2 builds check every
+//! journal header's version as well.
 
 use std::{
     collections::BTreeMap,
     fs::{self, File},
     io::{self, Write},
+    ops::RangeInclusive,
     path::{Path, PathBuf},
 };
 
@@ -43,20 +71,30 @@ use super::{BindingRecord, Change, CoolingRecord, PoolMeta, Records, StoreError}
 pub(super) const STATE_FORMAT: &str = "cnikit-eni-pool/state";
 pub(super) const JOURNAL_FORMAT: &str = "cnikit-eni-pool/journal";
 /// The format version this build writes.
-pub(super) const VERSION: u32 = 2;
-/// The older version this build still reads (and converts at open).
+pub(super) const VERSION: u32 = 3;
+/// Version 2: one set of journal files (read, then converted at open).
+const VERSION_2: u32 = 2;
+/// Version 1: one append-only journal (read, then converted at open).
 const VERSION_1: u32 = 1;
 pub(super) const STATE_FILE: &str = "state.json";
 /// Version 1's single append-only journal.
 pub(super) const LEGACY_JOURNAL_FILE: &str = "journal";
-/// Journal files beyond this index are not looked for.
-pub(super) const MAX_JOURNALS: usize = 16;
+/// Writer threads (journal files per set), at most.
+pub(super) const MAX_WRITERS: usize = 16;
+/// Journal files beyond this index are not looked for: two sets of [`MAX_WRITERS`].
+pub(super) const MAX_JOURNALS: usize = 2 * MAX_WRITERS;
 /// Bytes a line adds to its JSON, at most: CRC, three hex numbers, spaces, newline.
 pub(super) const LINE_OVERHEAD: usize = 8 + 1 + 3 * (16 + 1) + 1;
 
 /// The name of journal file `i`.
 pub(super) fn journal_name(i: usize) -> String {
     format!("journal.{i}")
+}
+
+/// The index of writer `writer`'s journal file for generation `generation` (its set is the
+/// generation's parity).
+pub(super) fn journal_index(writer: usize, generation: u64) -> usize {
+    2 * writer + usize::from(generation % 2 == 1)
 }
 
 #[derive(Deserialize)]
@@ -70,7 +108,7 @@ pub(super) struct StateFile {
     pub(super) format: String,
     pub(super) version: u32,
     pub(super) generation: u64,
-    /// The last commit folded in (version 2; version 1 has none).
+    /// The last commit folded in (versions 2 and 3; version 1 has none).
     #[serde(default)]
     pub(super) seq: u64,
     pub(super) bindings: Vec<BindingRecord>,
@@ -134,7 +172,7 @@ fn check_head(
     Ok(head.version)
 }
 
-/// The header line of a version 2 journal file.
+/// The header line of a journal file of the version this build writes.
 pub(super) fn journal_header() -> Vec<u8> {
     let mut header = serde_json::to_vec(&JournalHeader {
         format: JOURNAL_FORMAT,
@@ -150,7 +188,7 @@ pub(super) fn encode_changes(changes: &[Change]) -> Vec<u8> {
     serde_json::to_vec(changes).expect("records always serialize")
 }
 
-/// Appends a version 2 line to `out`.
+/// Appends a journal line (versions 2 and 3) to `out`.
 pub(super) fn encode_line(generation: u64, seq: u64, acked: u64, json: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
     // The CRC goes first; write a placeholder, then the covered part, then fill it in.
@@ -169,7 +207,7 @@ pub(super) fn encode_line(generation: u64, seq: u64, acked: u64, json: &[u8], ou
     out.push(b'\n');
 }
 
-/// A version 2 line whose checksum holds: its numbers and its (still encoded) changes.
+/// A journal line (versions 2 and 3) whose checksum holds: its numbers and its (still encoded) changes.
 struct Line<'a> {
     generation: u64,
     seq: u64,
@@ -234,9 +272,9 @@ pub(super) struct Recovered {
     pub(super) generation: u64,
     /// The last commit replayed.
     pub(super) seq: u64,
-    /// A version 1 journal is present (to be removed once a version 2 snapshot is durable).
+    /// A version 1 journal is present (to be removed once a version 3 snapshot is durable).
     pub(super) legacy_journal: bool,
-    /// The version 2 journal files present, by index.
+    /// The journal files present, by index.
     pub(super) journals: Vec<usize>,
 }
 
@@ -246,9 +284,15 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
     let state_path = dir.join(STATE_FILE);
     let mut generation = 0;
     let mut seq = 0;
+    let mut version = VERSION;
     match fs::read(&state_path) {
         Ok(bytes) => {
-            check_head(&state_path, &bytes, STATE_FORMAT, &[VERSION_1, VERSION])?;
+            version = check_head(
+                &state_path,
+                &bytes,
+                STATE_FORMAT,
+                &[VERSION_1, VERSION_2, VERSION],
+            )?;
             let state: StateFile = serde_json::from_slice(&bytes)
                 .map_err(|e| corrupt(&state_path, None, e.to_string()))?;
             generation = state.generation;
@@ -268,7 +312,13 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
     let journals: Vec<usize> = (0..MAX_JOURNALS)
         .filter(|i| dir.join(journal_name(*i)).exists())
         .collect();
-    let seq = replay(dir, &journals, generation, seq, &mut records)?;
+    // Version 3 writers run one generation ahead of the snapshot while it is being written.
+    let newest = if version >= VERSION {
+        generation + 1
+    } else {
+        generation
+    };
+    let seq = replay(dir, &journals, generation..=newest, seq, &mut records)?;
     Ok(Recovered {
         records,
         generation,
@@ -342,15 +392,17 @@ struct Stop {
     after_seq: u64,
 }
 
-/// Replays the version 2 journals of `generation` after `seq`; returns the last replayed.
+/// Replays the journal lines of the `current` generations after `seq`; returns the last
+/// replayed.
 fn replay(
     dir: &Path,
     journals: &[usize],
-    generation: u64,
+    current: RangeInclusive<u64>,
     seq: u64,
     records: &mut Records,
 ) -> Result<u64, StoreError> {
-    // Every current line, by sequence number: its file, line number and changes (still JSON).
+    // Every current line after the snapshot, by sequence number: its file, line number and
+    // changes (still JSON).
     let mut lines: BTreeMap<u64, (PathBuf, usize, Vec<u8>)> = BTreeMap::new();
     let mut stops = Vec::new();
     // The highest "acknowledged up to" any current line carries.
@@ -363,36 +415,51 @@ fn replay(
         let header = header
             .strip_suffix(b"\n")
             .ok_or_else(|| corrupt(&path, Some(1), "incomplete header"))?;
-        check_head(&path, header, JOURNAL_FORMAT, &[VERSION])?;
-        let mut last = seq;
+        // Version 2 files may be left from before a conversion: their lines are all stale.
+        check_head(&path, header, JOURNAL_FORMAT, &[VERSION_2, VERSION])?;
+        let mut last = 0;
+        // The generation of this file's current lines (one per file: the two current
+        // generations write to different sets).
+        let mut file_generation = None;
         let mut stopped = false;
         for (n, segment) in segments.enumerate() {
             let line_no = n + 2;
             let line = decode_line(segment);
-            let current = line.as_ref().filter(|l| l.generation == generation);
             if let Some(l) = &line
-                && l.generation > generation
+                && l.generation > *current.end()
             {
                 return Err(corrupt(
                     &path,
                     Some(line_no),
                     format!(
-                        "line of generation {} is newer than the snapshot's {generation}",
-                        l.generation
+                        "line of generation {} is newer than the snapshot's {} allows",
+                        l.generation,
+                        current.start()
                     ),
                 ));
             }
-            let Some(l) = current else {
+            let Some(l) = line.filter(|l| current.contains(&l.generation)) else {
                 if !stopped {
                     stopped = true;
                     stops.push(Stop {
                         path: path.clone(),
                         line: line_no,
-                        after_seq: last,
+                        after_seq: last.max(seq),
                     });
                 }
                 continue;
             };
+            if *file_generation.get_or_insert(l.generation) != l.generation {
+                return Err(corrupt(
+                    &path,
+                    Some(line_no),
+                    format!(
+                        "lines of generations {} and {} in one file",
+                        file_generation.unwrap_or_default(),
+                        l.generation
+                    ),
+                ));
+            }
             acked_max = acked_max.max(l.acked);
             if stopped {
                 // A current line after a hole: part of a group whose write a crash cut (its
@@ -407,6 +474,10 @@ fn replay(
                 ));
             }
             last = l.seq;
+            if l.seq <= seq {
+                // Folded into the snapshot already (it was copied after this line).
+                continue;
+            }
             if let Some((other, _, _)) =
                 lines.insert(l.seq, (path.clone(), line_no, l.json.to_vec()))
             {
@@ -471,6 +542,26 @@ pub(super) fn replace_file(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<()
     drop(f);
     fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
     sync_dir(dir)
+}
+
+/// Writes `header` over the start of the journal file at `path` (and syncs it) unless it is
+/// there already.
+pub(super) fn rewrite_header(path: &Path, header: &[u8]) -> Result<(), StoreError> {
+    use std::os::unix::fs::FileExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    let mut present = vec![0u8; header.len()];
+    file.read_exact_at(&mut present, 0)
+        .map_err(io_err("read", path))?;
+    if present != header {
+        file.write_all_at(header, 0)
+            .and_then(|()| file.sync_data())
+            .map_err(io_err("write header", path))?;
+    }
+    Ok(())
 }
 
 /// Creates journal file `i` of `bytes` bytes: the header, then zeroes (written, so that
