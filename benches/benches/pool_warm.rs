@@ -266,6 +266,9 @@ fn bench(c: &mut Criterion) {
         (after.overlapped_syncs - before.overlapped_syncs) as f64 / syncs as f64
     );
     let compactions = after.compactions - before.compactions;
+    let snapshot_waits = after.snapshot_waits - before.snapshot_waits;
+    let slow = after.slow_syncs - before.slow_syncs;
+    let slow_fsyncs_pct = format!("{:.2}", 100.0 * slow as f64 / syncs as f64);
     print(
         "file",
         &r,
@@ -274,6 +277,10 @@ fn bench(c: &mut Criterion) {
             ("commits_per_fsync", &per_sync),
             ("overlapped_fsync_share", &overlapped),
             ("compactions", &compactions),
+            ("snapshot_waits", &snapshot_waits),
+            ("max_snapshot_us", &after.max_snapshot_us),
+            ("max_group", &after.max_group),
+            ("slow_fsyncs_pct", &slow_fsyncs_pct),
             ("fsync_overwrite_p50_us", &o50),
             ("fsync_overwrite_p99_us", &o99),
             ("fsync_append_p50_us", &a50),

@@ -981,7 +981,10 @@ mod tests {
     use crate::{
         allocation::{Allocation, GatewayRule, ResourceId},
         pod::{PodKey, ResourceKind},
-        store::{BindingRecord, CoolingRecord, format::VERSION},
+        store::{
+            BindingRecord, CoolingRecord,
+            format::{VERSION, decode_line},
+        },
     };
 
     fn binding(name: &str, last: u8) -> BindingRecord {
@@ -1783,6 +1786,77 @@ mod tests {
             failure_persistence: None,
             ..proptest::prelude::ProptestConfig::default()
         })]
+
+        /// The same across a switch of sets: a crash before or after the new snapshot is
+        /// durable, the last commit cut anywhere in whichever set holds it.
+        #[test]
+        fn recovery_across_a_switch_is_the_prefix_of_whole_lines(
+            ops in proptest::collection::vec(0u8..8, 1..12),
+            compact_after in 1usize..8,
+            durable in proptest::bool::ANY,
+            cut in 0.0f64..1.0,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let rt = rt();
+            let opts = FileStoreOptions { compact_after, ..options(1) };
+            // At most one switch while snapshots are held (a second would wait for it).
+            let commits: Vec<Vec<Change>> =
+                ops.iter().take(2 * compact_after).map(|i| put(*i)).collect();
+            let crash = tempfile::tempdir().unwrap();
+            let base = {
+                let s = FileStore::open_with(dir.path(), opts).unwrap();
+                let base = rt.block_on(s.load()).unwrap();
+                s.hold_snapshots(true);
+                commit_all(&s, &rt, commits.clone());
+                if durable {
+                    s.hold_snapshots(false);
+                    wait_until("the snapshot", || s.stats().compactions > 1 || commits.len() <= compact_after);
+                }
+                copy_store(dir.path(), crash.path());
+                base
+            };
+            // The line of the last commit, wherever it is.
+            let g = generation(crash.path());
+            let mut last: Option<(u64, PathBuf, usize, usize)> = None;
+            for e in fs::read_dir(crash.path()).unwrap() {
+                let path = e.unwrap().path();
+                if !path.file_name().unwrap().to_string_lossy().starts_with("journal.") {
+                    continue;
+                }
+                let data = fs::read(&path).unwrap();
+                let mut at = data.iter().position(|b| *b == b'\n').unwrap() + 1;
+                for segment in data[at..].split_inclusive(|b| *b == b'\n') {
+                    let Some(l) = decode_line(segment).filter(|l| l.generation == g || l.generation == g + 1) else {
+                        break;
+                    };
+                    if last.as_ref().is_none_or(|(seq, ..)| l.seq > *seq) {
+                        last = Some((l.seq, path.clone(), at, at + segment.len()));
+                    }
+                    at += segment.len();
+                }
+            }
+            let in_snapshot = snapshot_seq(crash.path());
+            let mut whole = commits.len();
+            if let Some((seq, path, start, end)) = last
+                && seq > in_snapshot
+            {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "a fraction of a small length")]
+                let at = start + ((end - start) as f64 * cut) as usize;
+                let mut data = fs::read(&path).unwrap();
+                data[at..end].fill(0);
+                fs::write(&path, &data).unwrap();
+                whole -= 1;
+            }
+            let mut expected = base;
+            for c in commits.iter().take(whole).flatten() {
+                expected.apply(c);
+            }
+            let s = FileStore::open_with(crash.path(), opts).unwrap();
+            proptest::prop_assert_eq!(rt.block_on(s.load()).unwrap(), expected.clone());
+            drop(s);
+            let s = FileStore::open_with(crash.path(), opts).unwrap();
+            proptest::prop_assert_eq!(rt.block_on(s.load()).unwrap(), expected);
+        }
 
         /// A crash cuts the journal anywhere after what was acknowledged: the lines wholly
         /// before the cut are recovered, exactly, and nothing else.

@@ -208,11 +208,11 @@ pub(super) fn encode_line(generation: u64, seq: u64, acked: u64, json: &[u8], ou
 }
 
 /// A journal line (versions 2 and 3) whose checksum holds: its numbers and its (still encoded) changes.
-struct Line<'a> {
-    generation: u64,
-    seq: u64,
-    acked: u64,
-    json: &'a [u8],
+pub(super) struct Line<'a> {
+    pub(super) generation: u64,
+    pub(super) seq: u64,
+    pub(super) acked: u64,
+    pub(super) json: &'a [u8],
 }
 
 fn parse_hex(field: Option<&[u8]>) -> Option<u64> {
@@ -221,7 +221,7 @@ fn parse_hex(field: Option<&[u8]>) -> Option<u64> {
 }
 
 /// Checks a line's checksum and splits it; `None` for anything that is not a whole valid line.
-fn decode_line(line: &[u8]) -> Option<Line<'_>> {
+pub(super) fn decode_line(line: &[u8]) -> Option<Line<'_>> {
     let body = line.strip_suffix(b"\n")?;
     if body.len() < 10 || body[8] != b' ' {
         return None;
