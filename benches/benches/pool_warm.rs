@@ -269,6 +269,8 @@ fn bench(c: &mut Criterion) {
     let snapshot_waits = after.snapshot_waits - before.snapshot_waits;
     let slow = after.slow_syncs - before.slow_syncs;
     let slow_fsyncs_pct = format!("{:.2}", 100.0 * slow as f64 / syncs as f64);
+    let slow_commits = after.slow_commits - before.slow_commits;
+    let slow_commits_pct = format!("{:.2}", 100.0 * slow_commits as f64 / commits.max(1) as f64);
     print(
         "file",
         &r,
@@ -281,6 +283,7 @@ fn bench(c: &mut Criterion) {
             ("max_snapshot_us", &after.max_snapshot_us),
             ("max_group", &after.max_group),
             ("slow_fsyncs_pct", &slow_fsyncs_pct),
+            ("store_over_1ms_pct", &slow_commits_pct),
             ("fsync_overwrite_p50_us", &o50),
             ("fsync_overwrite_p99_us", &o99),
             ("fsync_append_p50_us", &a50),

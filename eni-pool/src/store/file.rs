@@ -70,7 +70,8 @@ const LOCK_FILE: &str = "LOCK";
 const MAX_BATCH: usize = 4096;
 /// Journal files are at least this large.
 const MIN_JOURNAL_BYTES: u64 = 64 * 1024;
-/// A sync slower than this is counted in [`FileStoreStats::slow_syncs`].
+/// A sync (or commit) slower than this is counted in [`FileStoreStats::slow_syncs`] (or
+/// [`FileStoreStats::slow_commits`]).
 const SLOW_SYNC: Duration = Duration::from_millis(1);
 
 /// Options of a [`FileStore`].
@@ -121,6 +122,9 @@ pub struct FileStoreStats {
     pub blocking_compactions: u64,
     /// Journal `fdatasync` calls that took over 1 ms.
     pub slow_syncs: u64,
+    /// Commits answered over 1 ms after they were queued (queue, write, sync, answer: the
+    /// store's share of a caller's latency).
+    pub slow_commits: u64,
     /// The most commits written with one sync.
     pub max_group: u64,
     /// The longest snapshot, from the switch to the other set until the snapshot was
@@ -137,6 +141,7 @@ struct Counters {
     snapshot_waits: AtomicU64,
     blocking_compactions: AtomicU64,
     slow_syncs: AtomicU64,
+    slow_commits: AtomicU64,
     max_group: AtomicU64,
     max_snapshot_us: AtomicU64,
 }
@@ -149,6 +154,8 @@ struct Pending {
     json: Vec<u8>,
     /// Taken when answered.
     tx: Option<Answer>,
+    /// When it was queued.
+    queued: Instant,
 }
 
 /// A group of commits handed to one writer.
@@ -493,7 +500,7 @@ impl Writer {
             answers.extend(
                 commits
                     .iter_mut()
-                    .filter_map(|p| p.tx.take().map(|tx| (tx, outcome.clone()))),
+                    .filter_map(|p| p.tx.take().map(|tx| (tx, p.queued, outcome.clone()))),
             );
             if outcome.is_err() {
                 commits.iter_mut().for_each(|p| p.changes.clear());
@@ -508,12 +515,21 @@ impl Writer {
         shared.done_ready.notify_one();
         shared.work.notify_all();
         drop(core);
-        let count = answers.iter().filter(|(_, o)| o.is_ok()).count();
+        let count = answers.iter().filter(|(_, _, o)| o.is_ok()).count();
         shared
             .counters
             .commits
             .fetch_add(count as u64, Ordering::Relaxed);
-        for (tx, outcome) in answers {
+        let now = Instant::now();
+        let slow = answers
+            .iter()
+            .filter(|(_, queued, _)| now.duration_since(*queued) > SLOW_SYNC)
+            .count();
+        shared
+            .counters
+            .slow_commits
+            .fetch_add(slow as u64, Ordering::Relaxed);
+        for (tx, _, outcome) in answers {
             let answer = outcome.map_err(|why| StoreError::Io {
                 op: "write journal",
                 path: path.clone(),
@@ -856,6 +872,7 @@ impl FileStore {
             snapshot_waits: c.snapshot_waits.load(Ordering::Relaxed),
             blocking_compactions: c.blocking_compactions.load(Ordering::Relaxed),
             slow_syncs: c.slow_syncs.load(Ordering::Relaxed),
+            slow_commits: c.slow_commits.load(Ordering::Relaxed),
             max_group: c.max_group.load(Ordering::Relaxed),
             max_snapshot_us: c.max_snapshot_us.load(Ordering::Relaxed),
         }
@@ -959,6 +976,7 @@ impl RecordStore for FileStore {
                 changes,
                 json,
                 tx: Some(tx),
+                queued: Instant::now(),
             });
             if was_empty {
                 self.shared.work.notify_one();
