@@ -196,16 +196,17 @@ fn print(store: &str, r: &Run, extra: &[(&str, &dyn std::fmt::Display)]) {
 }
 
 fn bench(c: &mut Criterion) {
+    // `POOL_WARM_JOURNALS=n` tries another number of journal files (writers in flight).
+    // `POOL_WARM_COMPACT_AFTER=n` another compaction interval (commits).
+    // `POOL_WARM_WORKERS=n` another number of runtime worker threads (default 2).
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(env("POOL_WARM_WORKERS").unwrap_or(2))
         .enable_all()
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let cloud = sim();
-    // `POOL_WARM_JOURNALS=n` tries another number of journal files (writers in flight).
-    // `POOL_WARM_COMPACT_AFTER=n` another compaction interval (commits).
-    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
     let mut options = FileStoreOptions::default();
     if let Some(n) = env("POOL_WARM_JOURNALS") {
         options.journals = n;
