@@ -336,6 +336,7 @@ struct Writer {
 
 impl Writer {
     fn run(self) {
+        short_slices();
         let shared = &*self.shared;
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut core = shared.core();
@@ -623,6 +624,40 @@ fn background_priority() {
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
     if r != 0 {
         tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower a record store thread's priority");
+    }
+}
+
+/// Asks for short time slices for the calling thread (a writer): when its sync returns, the
+/// scheduler lets it run before a busy thread's slice ends (Linux 6.12+ EEVDF custom slices,
+/// `sched_runtime` with `SCHED_OTHER`; unprivileged; best effort).
+fn short_slices() {
+    /// `struct sched_attr` (`SCHED_ATTR_SIZE_VER0`).
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+    }
+    let attr = SchedAttr {
+        size: u32::try_from(size_of::<SchedAttr>()).unwrap_or(48),
+        policy: u32::try_from(libc::SCHED_OTHER).unwrap_or(0),
+        flags: 0,
+        nice: 0,
+        priority: 0,
+        runtime: 100_000,
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: the kernel reads `attr.size` bytes from a live, `repr(C)` `sched_attr`; pid 0 is
+    // the calling thread.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, std::ptr::from_ref(&attr), 0) };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not ask for short time slices for a record store writer");
     }
 }
 
