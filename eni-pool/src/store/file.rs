@@ -11,7 +11,9 @@
 //! sequence numbers, writes them to its file of the current set with one `pwrite` and makes
 //! them durable with one `fdatasync` (group commit), answers them, and goes straight back to
 //! the queue: an applier thread updates the in-memory image (for loads and snapshots) and
-//! frees the commits while the next sync runs. Groups are acknowledged in sequence order,
+//! frees the commits while the next sync runs. The writers ask for short time slices, the
+//! applier and the snapshot thread run at a lower priority: on a busy machine a finished sync
+//! should not wait for a CPU. Groups are acknowledged in sequence order,
 //! each once it and every earlier group are durable, so what is durable and acknowledged is
 //! always a prefix of the sequence.
 //!
