@@ -409,6 +409,29 @@ impl Dataplane {
         Ok(count)
     }
 
+    /// Lets go of the attachments on `interface` after the interface itself was deleted (with
+    /// a pod's veth): the kernel removed its programs with it, so this only removes the link
+    /// pins and closes the handles. Unlike [`detach_interface`](Self::detach_interface) it
+    /// never waits: detaching a TCX link waits for an RCU grace period (milliseconds), which
+    /// deleting the device already paid. Returns how many attachments there were.
+    ///
+    /// Call it only once the interface is gone; on a live interface a clsact filter would
+    /// stay in place (a pinned TCX link would still go with its pin).
+    ///
+    /// # Errors
+    /// [`Error::Multiple`] (or the single error) naming every link pin that could not be
+    /// removed; those attachments are forgotten all the same.
+    pub fn forget_interface(&mut self, interface: &str) -> Result<usize> {
+        let (gone, kept): (Vec<_>, Vec<_>) = self
+            .attachments
+            .drain(..)
+            .partition(|(_, a)| a.interface == interface);
+        self.attachments = kept;
+        let count = gone.len();
+        attach::forget_every(gone.into_iter().map(|(_, a)| a))?;
+        Ok(count)
+    }
+
     /// The attachments in place: `(interface, hook, direction, mechanism, taken over from an
     /// earlier run)`.
     pub fn attachments(&self) -> impl Iterator<Item = (&str, Hook, Direction, AttachedVia, bool)> {
