@@ -148,6 +148,15 @@ fn run() {
         with_prev["prevResult"] = a.output;
         ptp_del.push(ptp(&node, &with_prev, "DEL", &id, pod).elapsed);
     }
+    // The floor both sides stand on: starting the plugin through the same harness (`VERSION`
+    // does no work), alternating.
+    let (mut our_exec, mut ptp_exec) = (Vec::new(), Vec::new());
+    for r in 0..rounds.min(100) {
+        let pod = &pods[r % pods.len()];
+        our_exec.push(ours(&node, &conf, "VERSION", "floor", pod).elapsed);
+        ptp_exec.push(ptp(&node, &ptp_conf, "VERSION", "floor", pod).elapsed);
+    }
+    let [oe, pe] = [&our_exec, &ptp_exec].map(|s| Summary::of(s).unwrap());
     let [oa, od, pa, pd] =
         [&our_add, &our_del, &ptp_add, &ptp_del].map(|s| Summary::of(s).unwrap());
     report(
@@ -162,6 +171,8 @@ fn run() {
             ("cnikit_del_p99_ms", &ms(od.p99)),
             ("ptp_del_p50_ms", &ms(pd.p50)),
             ("ptp_del_p99_ms", &ms(pd.p99)),
+            ("cnikit_exec_p50_ms", &ms(oe.p50)),
+            ("ptp_exec_p50_ms", &ms(pe.p50)),
             (
                 "add_p50_ratio",
                 &format!("{:.2}", oa.p50.as_secs_f64() / pa.p50.as_secs_f64()),

@@ -49,8 +49,9 @@ use super::{
 use crate::{
     plugin::pod_network,
     protocol::{
-        ApiError, ApiErrorKind, AttachmentKey, CheckReply, Datapath, DnsSettings, DnsStats,
-        GcReply, PodAllocation, PoolStats, ReloadReply, Reply, Request, StatsReply, StatusReply,
+        AddReply, AddRequest, ApiError, ApiErrorKind, AttachmentKey, CheckReply, Datapath,
+        DeleteRequest, DnsSettings, DnsStats, GcReply, PodAllocation, PoolStats, ReloadReply,
+        Reply, Request, StatsReply, StatusReply, WiredRequest,
     },
 };
 
@@ -169,7 +170,10 @@ impl Agent {
         cloud: cloud::Cloud,
     ) -> Result<Arc<Self>, StartError> {
         let node_ns = Netns::current().map_err(|e| StartError::Network(e.to_string()))?;
-        let node = Node::connect(&node_ns).map_err(|e| StartError::Network(e.to_string()))?;
+        // Sockets on threads of their own: a veth deletion waits for an RCU barrier inside
+        // the kernel, which must not stall the runtime or serialise concurrent `DEL`s.
+        let node = Node::connect_threaded(&node_ns, NODE_NETLINK_SOCKETS)
+            .map_err(|e| StartError::Network(e.to_string()))?;
         if config.node.manage_sysctls {
             cnikit_netns_setup::sysctl::enable_forwarding(&node_ns)
                 .map_err(|e| StartError::Network(format!("enabling forwarding: {e}")))?;
@@ -389,7 +393,17 @@ impl Agent {
     /// # Errors
     /// The [`ApiError`] to send back.
     pub async fn handle(&self, request: Request) -> Result<Reply, ApiError> {
+        let started = Instant::now();
+        let op = request.op();
         let result = match request {
+            Request::Add(req) => {
+                let _guard = self.serialise(&req.allocate.attachment).await;
+                self.add(req).await.map(Reply::Added)
+            }
+            Request::Delete(req) => {
+                let _guard = self.serialise(&req.attachment).await;
+                self.delete(req).await.map(Reply::Deleted)
+            }
             Request::Allocate(req) => {
                 let _guard = self.serialise(&req.attachment).await;
                 self.allocate(req).await.map(Reply::Allocated)
@@ -418,12 +432,144 @@ impl Agent {
             &self.metrics.requests_failed
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(
+            op,
+            ok = result.is_ok(),
+            elapsed_us = started.elapsed().as_micros(),
+            "served"
+        );
         result
     }
 
     async fn serialise(&self, key: &AttachmentKey) -> tokio::sync::OwnedMutexGuard<()> {
         let m = Arc::clone(lock(&self.busy).entry(key.clone()).or_default());
         m.lock_owned().await
+    }
+
+    /// `ADD` in one call: allocate, wire the pod's namespace with the agent's own netlink
+    /// handles (no per-`ADD` sockets in the node namespace, one round trip for the plugin),
+    /// then record, attach and publish as `wired` does. Every failure after the allocation
+    /// undoes what was done and gives the address back.
+    async fn add(&self, req: AddRequest) -> Result<AddReply, ApiError> {
+        let attachment = req.allocate.attachment.clone();
+        let network = req.allocate.network.clone();
+        let path = req.allocate.netns.clone().unwrap_or_default();
+        // Checked first: a namespace that cannot be used costs no address.
+        let netns = Netns::from_path(&path).map_err(|e| {
+            ApiError::new(
+                ApiErrorKind::InvalidNetns,
+                format!(
+                    "{attachment}: {} is not a usable network namespace: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+        let started = Instant::now();
+        let alloc = self.allocate(req.allocate).await?;
+        let allocated = started.elapsed();
+        let pod = pod_network(
+            &attachment.container_id,
+            &attachment.ifname,
+            &alloc,
+            req.mtu,
+            Some(netns),
+        );
+        let driver = alloc.datapath.mode().driver();
+        let wired = match driver.setup(&self.node, &pod).await {
+            Ok(w) => w,
+            Err(e) => {
+                // Setup rolled back what it created; the address goes back.
+                let error = wire_error(&attachment, &e, "wiring the pod");
+                return Err(self.undo_add(&attachment, None, error).await);
+            }
+        };
+        let record = WiredRequest {
+            network,
+            attachment: attachment.clone(),
+            netns: Some(path),
+            datapath: alloc.datapath,
+            host_interface: wired.host_interface.clone(),
+        };
+        let wiring_done = started.elapsed();
+        if let Err(e) = self.wired(&record) {
+            let wired = Some((&pod, alloc.datapath.mode()));
+            return Err(self.undo_add(&attachment, wired, e).await);
+        }
+        tracing::debug!(
+            pod = %attachment,
+            allocate_us = allocated.as_micros(),
+            wire_us = (wiring_done - allocated).as_micros(),
+            publish_us = (started.elapsed() - wiring_done).as_micros(),
+            "added"
+        );
+        Ok(AddReply {
+            allocation: alloc,
+            interface: wired.interface,
+            mac: wired.mac.map(|m| m.to_string()),
+            host_interface: wired.host_interface,
+        })
+    }
+
+    /// Undoes a failed `add`: tears the namespace down (when it was wired) and releases;
+    /// what could not be undone is added to `error`'s message.
+    async fn undo_add(
+        &self,
+        attachment: &AttachmentKey,
+        wired: Option<(&cnikit_netns_setup::PodNetwork, Mode)>,
+        mut error: ApiError,
+    ) -> ApiError {
+        if let Some((pod, mode)) = wired
+            && let Err(e) = mode.driver().teardown(&self.node, pod).await
+        {
+            error
+                .message
+                .push_str(&format!("; undoing the wiring: {e}"));
+        }
+        if let Err(e) = self.release(attachment).await {
+            error
+                .message
+                .push_str(&format!("; releasing the address: {}", e.message));
+        }
+        error
+    }
+
+    /// `DEL` in one call: unpublish, tear down the namespace, then release. The dataplane's
+    /// attachment on the pod's veth is let go of after the veth is gone (it went with it),
+    /// which spares the RCU grace period a detach from a live interface waits for.
+    async fn delete(&self, req: DeleteRequest) -> Result<bool, ApiError> {
+        let key = &req.attachment;
+        lock(&self.started).insert((key.clone(), false), Instant::now());
+        let record = self.unpublish(key, Unpublish::KeepAttachment)?;
+        let host_interface = record.as_ref().and_then(|r| r.host_interface.clone());
+        let torn = match self.find(key) {
+            Some(alloc) => {
+                let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
+                let datapath = record.as_ref().map_or(self.datapath, |r| r.datapath);
+                let network = record.as_ref().map_or("", |r| r.network.as_str());
+                let pa = self.pod_allocation(network, &alloc, eni_interface, datapath);
+                // The namespace may be gone already; teardown then cleans the node side.
+                let netns = req.netns.as_deref().and_then(|p| Netns::from_path(p).ok());
+                let pod = pod_network(&key.container_id, &key.ifname, &pa, None, netns);
+                datapath.mode().driver().teardown(&self.node, &pod).await
+            }
+            None => Ok(()),
+        };
+        if let (Some(dp), Some(iface)) = (&self.dataplane, &host_interface) {
+            let mut dp = lock(dp);
+            let let_go = if torn.is_ok() {
+                dp.forget_interface(iface)
+            } else {
+                dp.detach_interface(iface)
+            };
+            if let Err(e) = let_go {
+                tracing::warn!(pod = %key, error = %e, "letting go of the dataplane");
+            }
+        }
+        if let Err(e) = torn {
+            // The address stays held: a retried `DEL` tears down again, then releases.
+            return Err(wire_error(key, &e, "tearing down"));
+        }
+        self.release(key).await
     }
 
     fn find(&self, key: &AttachmentKey) -> Option<Allocation> {
@@ -553,7 +699,7 @@ impl Agent {
         p
     }
 
-    fn wired(&self, req: &crate::protocol::WiredRequest) -> Result<(), ApiError> {
+    fn wired(&self, req: &WiredRequest) -> Result<(), ApiError> {
         let alloc = self.find(&req.attachment).ok_or_else(|| {
             ApiError::new(
                 ApiErrorKind::NotFound,
@@ -614,14 +760,19 @@ impl Agent {
     }
 
     /// Unpublishes an endpoint: records, dataplane, DNS, catalog. Keeps going; logs errors.
-    fn unpublish(&self, key: &AttachmentKey) -> Result<Option<EndpointRecord>, ApiError> {
+    fn unpublish(
+        &self,
+        key: &AttachmentKey,
+        attachment: Unpublish,
+    ) -> Result<Option<EndpointRecord>, ApiError> {
         let record = lock(&self.endpoints)
             .remove(key)
             .map_err(|e| internal("forgetting the endpoint", e))?;
         if let Some(record) = &record {
             if let Some(dp) = &self.dataplane {
                 let mut dp = lock(dp);
-                if let Some(iface) = &record.host_interface
+                if attachment == Unpublish::Detach
+                    && let Some(iface) = &record.host_interface
                     && let Err(e) = dp.detach_interface(iface)
                 {
                     tracing::warn!(pod = %key, error = %e, "detaching the dataplane");
@@ -644,7 +795,7 @@ impl Agent {
 
     async fn detach(&self, key: &AttachmentKey) -> Result<Option<PodAllocation>, ApiError> {
         lock(&self.started).insert((key.clone(), false), Instant::now());
-        let record = self.unpublish(key)?;
+        let record = self.unpublish(key, Unpublish::Detach)?;
         let Some(alloc) = self.find(key) else {
             return Ok(None);
         };
@@ -664,7 +815,7 @@ impl Agent {
 
     async fn release(&self, key: &AttachmentKey) -> Result<bool, ApiError> {
         // A `DEL` whose `detach` was lost (agent restarted between the two) still unpublishes.
-        self.unpublish(key)?;
+        self.unpublish(key, Unpublish::Detach)?;
         let Some(alloc) = self.find(key) else {
             lock(&self.started).remove(&(key.clone(), false));
             return Ok(false);
@@ -727,7 +878,7 @@ impl Agent {
             let _guard = self.serialise(&key).await;
             // The pod's namespace is gone or forgotten: remove the node side by name.
             let datapath = record.as_ref().map_or(self.datapath, |r| r.datapath);
-            if let Err(e) = self.unpublish(&key) {
+            if let Err(e) = self.unpublish(&key, Unpublish::Detach) {
                 reply.errors.push(format!("{key}: {}", e.message));
             }
             let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
@@ -959,6 +1110,29 @@ impl Agent {
             server.shutdown().await;
         }
     }
+}
+
+/// Netlink sockets (each with its thread) the agent wires pods with in the node namespace:
+/// how many slow kernel requests (veth deletions) proceed at once.
+const NODE_NETLINK_SOCKETS: usize = 8;
+
+/// What unpublishing does with the dataplane's programs on the pod's veth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unpublish {
+    /// Detach them now (the veth stays, or is torn down by someone else).
+    Detach,
+    /// Keep them until the caller deleted the veth (then `forget_interface`).
+    KeepAttachment,
+}
+
+/// A wiring error as the plugin should report it.
+fn wire_error(key: &AttachmentKey, e: &cnikit_netns_setup::Error, what: &str) -> ApiError {
+    let kind = match e {
+        cnikit_netns_setup::Error::InvalidSpec(_) => ApiErrorKind::InvalidConfig,
+        cnikit_netns_setup::Error::Netns { .. } => ApiErrorKind::InvalidNetns,
+        _ => ApiErrorKind::Internal,
+    };
+    ApiError::new(kind, format!("{key}: {what}: {e}"))
 }
 
 async fn complete_pool_config(
