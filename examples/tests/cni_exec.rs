@@ -643,3 +643,90 @@ fn a_late_del_never_unwires_the_next_holder_of_an_address() {
     );
     assert!(reaches(b, &node.vpc, GATEWAY));
 }
+
+/// `"wiring": "plugin"` (the plugin wires between `allocate` and `wired`) and the default
+/// (the agent wires in one `add` / `delete` call) give the same pod and undo each other's
+/// work: an `ADD` of one mode is checked and deleted by the other, leaving no veth, no
+/// dataplane attachment and no address behind.
+#[test]
+fn both_wiring_modes_serve_and_undo_each_other() {
+    require_root!("both_wiring_modes_serve_and_undo_each_other");
+    let node = node();
+    let stats = || {
+        node.node
+            .run_async(|| async { node.stats().await.unwrap() })
+    };
+    let before = stats();
+    let combos = [
+        ("plugin", "plugin"),
+        ("agent", "plugin"),
+        ("plugin", "agent"),
+        ("agent", "agent"),
+    ];
+    for (i, (add_mode, del_mode)) in combos.into_iter().enumerate() {
+        let what = format!("ADD by {add_mode}, DEL by {del_mode}");
+        let mut add_conf = node.netconf("1.1.0");
+        add_conf["wiring"] = json!(add_mode);
+        let mut del_conf = node.netconf("1.1.0");
+        del_conf["wiring"] = json!(del_mode);
+        let pod = TestNetns::create(Role::Pod).unwrap();
+        let id = format!("wiring-{i}");
+        let add = node.add(&add_conf, &id, &pod, "prod", &id).unwrap();
+        assert!(add.success, "{what}: {} {}", add.stdout, add.stderr);
+        assert!(reaches(&pod, &node.vpc, GATEWAY), "{what}: pod -> VPC");
+        let wired = stats();
+        assert_eq!(wired.pool.in_use, before.pool.in_use + 1, "{what}");
+        assert_eq!(wired.endpoints, before.endpoints + 1, "{what}");
+        assert_eq!(
+            wired.attachments,
+            before.attachments + 2,
+            "{what}: both programs on the pod's veth"
+        );
+        let check = node
+            .cni(
+                "CHECK",
+                &with_prev(&del_conf, &add),
+                &id,
+                Some(pod.path()),
+                "eth0",
+                "",
+            )
+            .unwrap();
+        assert!(check.success, "{what}: CHECK {}", check.stdout);
+        let del = node
+            .cni(
+                "DEL",
+                &with_prev(&del_conf, &add),
+                &id,
+                Some(pod.path()),
+                "eth0",
+                "",
+            )
+            .unwrap();
+        assert!(del.success, "{what}: DEL {} {}", del.stdout, del.stderr);
+        assert_eq!(host_veths(&node), 0, "{what}");
+        let after = stats();
+        assert_eq!(after.pool.in_use, before.pool.in_use, "{what}");
+        assert_eq!(after.endpoints, before.endpoints, "{what}");
+        assert_eq!(after.attachments, before.attachments, "{what}");
+        let again = node
+            .cni(
+                "DEL",
+                &with_prev(&del_conf, &add),
+                &id,
+                Some(pod.path()),
+                "eth0",
+                "",
+            )
+            .unwrap();
+        assert!(again.success, "{what}: second DEL {}", again.stdout);
+    }
+    let mut bad = node.netconf("1.1.0");
+    bad["wiring"] = json!("kernel");
+    let pod = TestNetns::create(Role::Pod).unwrap();
+    expect_code(
+        &node.add(&bad, "bad-wiring", &pod, "prod", "x").unwrap(),
+        7,
+        "an unknown wiring",
+    );
+}
