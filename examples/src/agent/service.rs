@@ -32,7 +32,7 @@ use cnikit_eni_pool::{
 };
 use cnikit_netns_setup::{
     Mode, Netns, Node,
-    netlink::{Connector, RtConnector},
+    netlink::{Connector, Handle, RtConnector, RtNetlink},
     probe,
 };
 use ipnetwork::IpNetwork;
@@ -45,6 +45,7 @@ use super::{
     endpoints::{AgentLiveness, EndpointRecord, Endpoints},
     links::{MacLookup, SharedLinks, SimVpc},
     metrics::{AgentMetrics, Gauges},
+    sockets::PodSockets,
 };
 use crate::{
     plugin::pod_network,
@@ -110,6 +111,10 @@ pub struct Agent {
     simulator: Option<SimCloud>,
     links: SharedLinks,
     node: Node,
+    /// The node over sockets on threads of their own, for teardown (see `start_with_cloud`).
+    teardown_node: Node,
+    /// Pod-namespace sockets prepared while addresses are allocated.
+    pod_sockets: Arc<PodSockets>,
     datapath: Datapath,
     /// Whether the kernel can make ipvlan links.
     ipvlan: bool,
@@ -170,9 +175,18 @@ impl Agent {
         cloud: cloud::Cloud,
     ) -> Result<Arc<Self>, StartError> {
         let node_ns = Netns::current().map_err(|e| StartError::Network(e.to_string()))?;
-        // Sockets on threads of their own: a veth deletion waits for an RCU barrier inside
-        // the kernel, which must not stall the runtime or serialise concurrent `DEL`s.
-        let node = Node::connect_threaded(&node_ns, NODE_NETLINK_SOCKETS)
+        // Wiring uses a socket on the runtime (quick requests, no thread hops) and pod
+        // sockets opened while the address is allocated; teardown uses sockets on threads of
+        // their own: a veth deletion waits for an RCU barrier inside the kernel, which must
+        // not stall the runtime or serialise concurrent `DEL`s.
+        let pod_sockets = Arc::new(PodSockets::default());
+        let node_socket =
+            RtNetlink::connect(&node_ns).map_err(|e| StartError::Network(e.to_string()))?;
+        let node = Node::with_handles(
+            vec![Arc::new(node_socket) as Handle],
+            pod_sockets.connector(),
+        );
+        let teardown_node = Node::connect_threaded(&node_ns, TEARDOWN_NETLINK_SOCKETS)
             .map_err(|e| StartError::Network(e.to_string()))?;
         if config.node.manage_sysctls {
             cnikit_netns_setup::sysctl::enable_forwarding(&node_ns)
@@ -283,6 +297,8 @@ impl Agent {
             simulator: cloud.simulator,
             links,
             node,
+            teardown_node,
+            pod_sockets,
             datapath,
             ipvlan,
             endpoints: Mutex::new(endpoints),
@@ -465,7 +481,16 @@ impl Agent {
             )
         })?;
         let started = Instant::now();
-        let alloc = self.allocate(req.allocate).await?;
+        // The pod's socket is opened while the pool allocates (its thread would otherwise
+        // start after), and picked up by the wiring through `pod_sockets`.
+        let sockets = Arc::clone(&self.pod_sockets);
+        let target = netns.clone();
+        let prepared = tokio::task::spawn_blocking(move || sockets.prepare(&target));
+        let (alloc, prepared) = tokio::join!(self.allocate(req.allocate), prepared);
+        if let Ok(Err(e)) = prepared {
+            tracing::debug!(pod = %attachment, error = %e, "preparing the pod's socket");
+        }
+        let alloc = alloc.inspect_err(|_| self.pod_sockets.discard(&netns))?;
         let allocated = started.elapsed();
         let pod = pod_network(
             &attachment.container_id,
@@ -475,7 +500,11 @@ impl Agent {
             Some(netns),
         );
         let driver = alloc.datapath.mode().driver();
-        let wired = match driver.setup(&self.node, &pod).await {
+        let setup = driver.setup(&self.node, &pod).await;
+        if let Some(ns) = &pod.netns {
+            self.pod_sockets.discard(ns);
+        }
+        let wired = match setup {
             Ok(w) => w,
             Err(e) => {
                 // Setup rolled back what it created; the address goes back.
@@ -519,7 +548,7 @@ impl Agent {
         mut error: ApiError,
     ) -> ApiError {
         if let Some((pod, mode)) = wired
-            && let Err(e) = mode.driver().teardown(&self.node, pod).await
+            && let Err(e) = mode.driver().teardown(&self.teardown_node, pod).await
         {
             error
                 .message
@@ -550,7 +579,11 @@ impl Agent {
                 // The namespace may be gone already; teardown then cleans the node side.
                 let netns = req.netns.as_deref().and_then(|p| Netns::from_path(p).ok());
                 let pod = pod_network(&key.container_id, &key.ifname, &pa, None, netns);
-                datapath.mode().driver().teardown(&self.node, &pod).await
+                datapath
+                    .mode()
+                    .driver()
+                    .teardown(&self.teardown_node, &pod)
+                    .await
             }
             None => Ok(()),
         };
@@ -884,7 +917,12 @@ impl Agent {
             let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
             let pa = self.pod_allocation(network, &alloc, eni_interface, datapath);
             let pod = pod_network(&key.container_id, &key.ifname, &pa, None, None);
-            if let Err(e) = datapath.mode().driver().teardown(&self.node, &pod).await {
+            if let Err(e) = datapath
+                .mode()
+                .driver()
+                .teardown(&self.teardown_node, &pod)
+                .await
+            {
                 reply.errors.push(format!("{key}: teardown: {e}"));
             }
             match self.pool.release(&alloc.pod).await {
@@ -1112,9 +1150,9 @@ impl Agent {
     }
 }
 
-/// Netlink sockets (each with its thread) the agent wires pods with in the node namespace:
-/// how many slow kernel requests (veth deletions) proceed at once.
-const NODE_NETLINK_SOCKETS: usize = 8;
+/// Netlink sockets (each with its thread) the agent tears pods down with in the node
+/// namespace: how many slow kernel requests (veth deletions) proceed at once.
+const TEARDOWN_NETLINK_SOCKETS: usize = 8;
 
 /// What unpublishing does with the dataplane's programs on the pod's veth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
