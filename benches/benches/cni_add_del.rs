@@ -4,9 +4,9 @@
 //! through the same exec harness in the same run, alternating; then pods per second for a
 //! 100-pod burst on a warm node, for both.
 //!
-//! This executable plays `cnikit` and `cnikit-agent` itself (through symlinks with those names;
-//! a bench cannot depend on another package's binaries), so our side execs a larger binary than
-//! a standalone `cnikit` would be. Everything runs in throwaway namespaces. Needs root.
+//! The plugin is `cnikit-bench-plugin`, this package's build of the `cnikit` binary (a bench
+//! cannot use another package's binaries); this executable plays `cnikit-agent` itself
+//! (through a symlink). Everything runs in throwaway namespaces. Needs root.
 
 #![allow(
     clippy::unwrap_used,
@@ -103,7 +103,10 @@ fn run() {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("cnikit-bench-cni-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let bins = Binaries::self_exec(&dir).unwrap();
+    // The agent is this executable (started once); the plugin is its own binary, as small as
+    // the shipped `cnikit`, since its start is part of every ADD and DEL.
+    let mut bins = Binaries::self_exec(&dir).unwrap();
+    bins.plugin = env!("CARGO_BIN_EXE_cnikit-bench-plugin").into();
     let mut node = TestNode::new(bins).unwrap();
     // A node with room for the burst, warmed up before anything is measured.
     let burst_size = if smoke { 8 } else { 100 };
