@@ -224,7 +224,7 @@ impl Agent {
             path: state_dir.clone(),
             source: Box::new(e),
         })?;
-        let endpoints_path = state_dir.join("endpoints.json");
+        let endpoints_path = state_dir.join("endpoints");
         let endpoints = Endpoints::load(&endpoints_path).map_err(|e| StartError::Records {
             path: endpoints_path.clone(),
             source: Box::new(e),
