@@ -24,6 +24,10 @@ use cnikit_benches::{Summary, ms, privilege, report, smoke_mode};
 use cnikit_examples::harness::{
     Binaries, CniOutcome, TestNode, dispatch_self_exec, run_with_stdin,
 };
+use cnikit_netns_setup::{
+    Netns,
+    netlink::{NetlinkHandle, NewLink, RtNetlink, VethPeer},
+};
 use cnikit_test_support::netns::{Role, TestNetns};
 use serde_json::{Value, json};
 
@@ -67,6 +71,39 @@ fn ours(node: &TestNode, conf: &Value, command: &str, id: &str, pod: &TestNetns)
         out.stdout, out.stderr
     );
     out
+}
+
+/// Creates a veth pair between the node and `pod` (both ends up) and deletes it, `rounds`
+/// times, over one netlink socket in the node namespace; returns how long each deletion took.
+fn veth_deletions(node: &TestNode, pod: &TestNetns, rounds: usize) -> Vec<Duration> {
+    let pod_ns = Netns::from_path(pod.path()).unwrap();
+    node.node.run_async(|| async {
+        let nl = RtNetlink::connect(&Netns::current().unwrap()).unwrap();
+        let mut took = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let link = NewLink::Veth {
+                name: "cnkfloor0".into(),
+                mtu: None,
+                mac: None,
+                up: true,
+                peer: VethPeer {
+                    name: "floor0".into(),
+                    netns: Some(pod_ns.clone()),
+                    mtu: None,
+                    mac: None,
+                    // Not at creation (ENOTCONN); brought up below, as a pod's is.
+                    up: false,
+                },
+            };
+            nl.add_link(&link).await.unwrap();
+            pod.ip(&["link", "set", "floor0", "up"]).unwrap();
+            let index = nl.link_by_name("cnkfloor0").await.unwrap().unwrap().index;
+            let started = Instant::now();
+            nl.del_link(index).await.unwrap();
+            took.push(started.elapsed());
+        }
+        took
+    })
 }
 
 /// Runs `op` for every pod at once (one thread each); returns the wall time.
@@ -160,6 +197,9 @@ fn run() {
         ptp_exec.push(ptp(&node, &ptp_conf, "VERSION", "floor", pod).elapsed);
     }
     let [oe, pe] = [&our_exec, &ptp_exec].map(|s| Summary::of(s).unwrap());
+    // The kernel's share of every DEL: deleting a veth pair (one netlink request from a
+    // process already running; it returns after an RCU barrier).
+    let veth_del = Summary::of(&veth_deletions(&node, &pods[0], rounds.min(100))).unwrap();
     let [oa, od, pa, pd] =
         [&our_add, &our_del, &ptp_add, &ptp_del].map(|s| Summary::of(s).unwrap());
     report(
@@ -176,6 +216,7 @@ fn run() {
             ("ptp_del_p99_ms", &ms(pd.p99)),
             ("cnikit_exec_p50_ms", &ms(oe.p50)),
             ("ptp_exec_p50_ms", &ms(pe.p50)),
+            ("kernel_veth_del_p50_ms", &ms(veth_del.p50)),
             (
                 "add_p50_ratio",
                 &format!("{:.2}", oa.p50.as_secs_f64() / pa.p50.as_secs_f64()),
