@@ -682,43 +682,21 @@ fn both_wiring_modes_serve_and_undo_each_other() {
             before.attachments + 2,
             "{what}: both programs on the pod's veth"
         );
-        let check = node
-            .cni(
-                "CHECK",
-                &with_prev(&del_conf, &add),
-                &id,
-                Some(pod.path()),
-                "eth0",
-                "",
-            )
-            .unwrap();
+        let with_add = with_prev(&del_conf, &add);
+        let run = |command: &str| {
+            node.cni(command, &with_add, &id, Some(pod.path()), "eth0", "")
+                .unwrap()
+        };
+        let check = run("CHECK");
         assert!(check.success, "{what}: CHECK {}", check.stdout);
-        let del = node
-            .cni(
-                "DEL",
-                &with_prev(&del_conf, &add),
-                &id,
-                Some(pod.path()),
-                "eth0",
-                "",
-            )
-            .unwrap();
+        let del = run("DEL");
         assert!(del.success, "{what}: DEL {} {}", del.stdout, del.stderr);
         assert_eq!(host_veths(&node), 0, "{what}");
         let after = stats();
         assert_eq!(after.pool.in_use, before.pool.in_use, "{what}");
         assert_eq!(after.endpoints, before.endpoints, "{what}");
         assert_eq!(after.attachments, before.attachments, "{what}");
-        let again = node
-            .cni(
-                "DEL",
-                &with_prev(&del_conf, &add),
-                &id,
-                Some(pod.path()),
-                "eth0",
-                "",
-            )
-            .unwrap();
+        let again = run("DEL");
         assert!(again.success, "{what}: second DEL {}", again.stdout);
     }
     let mut bad = node.netconf("1.1.0");

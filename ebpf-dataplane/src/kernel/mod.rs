@@ -399,14 +399,20 @@ impl Dataplane {
     /// [`Error::Multiple`] (or the single error) listing every attachment that failed; those
     /// are forgotten all the same.
     pub fn detach_interface(&mut self, interface: &str) -> Result<usize> {
+        let gone = self.take_interface(interface);
+        let count = gone.len();
+        attach::detach_every(gone)?;
+        Ok(count)
+    }
+
+    /// Removes the attachments on `interface` from this dataplane's list and returns them.
+    fn take_interface(&mut self, interface: &str) -> Vec<Attachment> {
         let (gone, kept): (Vec<_>, Vec<_>) = self
             .attachments
             .drain(..)
             .partition(|(_, a)| a.interface == interface);
         self.attachments = kept;
-        let count = gone.len();
-        attach::detach_every(gone.into_iter().map(|(_, a)| a))?;
-        Ok(count)
+        gone.into_iter().map(|(_, a)| a).collect()
     }
 
     /// Lets go of the attachments on `interface` after the interface itself was deleted (with
@@ -422,13 +428,9 @@ impl Dataplane {
     /// [`Error::Multiple`] (or the single error) naming every link pin that could not be
     /// removed; those attachments are forgotten all the same.
     pub fn forget_interface(&mut self, interface: &str) -> Result<usize> {
-        let (gone, kept): (Vec<_>, Vec<_>) = self
-            .attachments
-            .drain(..)
-            .partition(|(_, a)| a.interface == interface);
-        self.attachments = kept;
+        let gone = self.take_interface(interface);
         let count = gone.len();
-        attach::forget_every(gone.into_iter().map(|(_, a)| a))?;
+        attach::forget_every(gone)?;
         Ok(count)
     }
 
