@@ -36,7 +36,7 @@ use cnikit_eni_pool::{
     AllocateRequest as PoolRequest, Allocation, FileStore, PodKey, Pool, PoolConfig, ResourceKind,
 };
 use cnikit_netns_setup::{
-    Mode, Netns, Node,
+    Mode, Netns, Node, PodDriver, VethDriver,
     netlink::{Connector, Handle, RtConnector, RtNetlink},
     probe,
 };
@@ -486,17 +486,72 @@ impl Agent {
             )
         })?;
         let started = Instant::now();
-        // The pod's socket is opened while the pool allocates (its thread would otherwise
-        // start after), and picked up by the wiring through `pod_sockets`.
-        let sockets = Arc::clone(&self.pod_sockets);
-        let target = netns.clone();
-        let prepared = tokio::task::spawn_blocking(move || sockets.prepare(&target));
-        let (alloc, prepared) = tokio::join!(self.allocate(req.allocate), prepared);
-        if let Ok(Err(e)) = prepared {
-            tracing::debug!(pod = %attachment, error = %e, "preparing the pod's socket");
-        }
-        let alloc = alloc.inspect_err(|_| self.pod_sockets.discard(&netns))?;
+        // While the pool allocates: the pod's socket is opened (on a blocking thread: it
+        // starts one) and, for veth, the pair is made; the wiring then finds both.
+        let mut early = cnikit_netns_setup::PodNetwork::new(
+            &attachment.container_id,
+            netns.clone(),
+            cnikit_netns_setup::EniRef::Name(String::new()),
+        );
+        early.ifname.clone_from(&attachment.ifname);
+        early.mtu = req.mtu.or(self.config.node.mtu);
+        let veth = self.datapath_for(req.allocate.datapath) == Datapath::Veth;
+        let prepare = async {
+            let sockets = Arc::clone(&self.pod_sockets);
+            let target = netns.clone();
+            match tokio::task::spawn_blocking(move || sockets.prepare(&target)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(pod = %attachment, error = %e, "preparing the pod's socket"),
+                Err(e) => tracing::debug!(pod = %attachment, error = %e, "preparing the pod's socket"),
+            }
+            if !veth {
+                return false;
+            }
+            match VethDriver.prepare(&self.node, &early).await {
+                Ok(_) => true,
+                Err(e) => {
+                    // `setup` makes the pair itself (and reports what is wrong).
+                    tracing::debug!(pod = %attachment, error = %e, "preparing the veth pair");
+                    false
+                }
+            }
+        };
+        let (reserved, prepared) = tokio::join!(self.reserve(&req.allocate), prepare);
+        let (reserved, datapath) = match reserved {
+            Ok(r) => r,
+            Err(e) => {
+                if prepared
+                    && let Err(t) = VethDriver.teardown(&self.teardown_node, &early).await
+                {
+                    tracing::warn!(pod = %attachment, error = %t, "removing the prepared veth pair");
+                }
+                self.pod_sockets.discard(&netns);
+                return Err(e);
+            }
+        };
         let allocated = started.elapsed();
+        // The ENI's interface: known once any pod used the ENI, and then its link work (a
+        // lookup; in simulation the VPC's route to the address) runs beside the wiring.
+        let known = lock(&self.eni_names).get(&reserved.eni_id).cloned();
+        let overlap_link = known.is_some();
+        let linked = match known {
+            Some(name) => Ok(name),
+            None => self.link(&reserved).await,
+        };
+        let eni_interface = match linked {
+            Ok(name) => name,
+            Err(e) => {
+                if prepared
+                    && let Err(t) = VethDriver.teardown(&self.teardown_node, &early).await
+                {
+                    tracing::warn!(pod = %attachment, error = %t, "removing the prepared veth pair");
+                }
+                self.pod_sockets.discard(&netns);
+                let error = internal(&format!("{attachment}: ENI link"), e);
+                return Err(self.undo_add(&attachment, None, error).await);
+            }
+        };
+        let alloc = self.pod_allocation(&network, &reserved, eni_interface, datapath);
         let pod = pod_network(
             &attachment.container_id,
             &attachment.ifname,
@@ -505,16 +560,32 @@ impl Agent {
             Some(netns),
         );
         let driver = alloc.datapath.mode().driver();
-        let setup = driver.setup(&self.node, &pod).await;
+        let (setup, linked) = tokio::join!(driver.setup(&self.node, &pod), async {
+            if overlap_link {
+                self.link(&reserved).await.map(drop)
+            } else {
+                Ok(())
+            }
+        });
         if let Some(ns) = &pod.netns {
             self.pod_sockets.discard(ns);
         }
-        let wired = match setup {
-            Ok(w) => w,
-            Err(e) => {
-                // Setup rolled back what it created; the address goes back.
-                let error = wire_error(&attachment, &e, "wiring the pod");
-                return Err(self.undo_add(&attachment, None, error).await);
+        let wired = match (setup, linked) {
+            (Ok(w), Ok(())) => w,
+            (Err(e), linked) => {
+                // Setup rolled back what it created (a prepared pair is removed here); the
+                // address goes back.
+                let mut error = wire_error(&attachment, &e, "wiring the pod");
+                if let Err(l) = linked {
+                    error.message.push_str(&format!("; ENI link: {l}"));
+                }
+                let wired = prepared.then_some((&pod, alloc.datapath.mode()));
+                return Err(self.undo_add(&attachment, wired, error).await);
+            }
+            (Ok(_), Err(e)) => {
+                let error = internal(&format!("{attachment}: ENI link"), e);
+                let wired = Some((&pod, alloc.datapath.mode()));
+                return Err(self.undo_add(&attachment, wired, error).await);
             }
         };
         let record = WiredRequest {
@@ -621,6 +692,25 @@ impl Agent {
         &self,
         req: crate::protocol::AllocateRequest,
     ) -> Result<PodAllocation, ApiError> {
+        let (alloc, datapath) = self.reserve(&req).await?;
+        let eni_interface = match self.link(&alloc).await {
+            Ok(name) => name,
+            Err(e) => {
+                // Nothing was wired; the address goes back.
+                if let Err(r) = self.pool.release(&alloc.pod).await {
+                    tracing::warn!(pod = %req.attachment, error = %r, "releasing after a link failure");
+                }
+                return Err(internal(&format!("{}: ENI link", req.attachment), e));
+            }
+        };
+        Ok(self.pod_allocation(&req.network, &alloc, eni_interface, datapath))
+    }
+
+    /// The pool's part of `allocate`: an address (or ENI) for the pod, and the datapath.
+    async fn reserve(
+        &self,
+        req: &crate::protocol::AllocateRequest,
+    ) -> Result<(Allocation, Datapath), ApiError> {
         let pod = PodKey::new(
             &req.namespace,
             &req.name,
@@ -638,11 +728,7 @@ impl Agent {
                 ),
             ));
         }
-        let datapath = match req.datapath {
-            Some(Datapath::Ipvlan) if !self.ipvlan => Datapath::Veth,
-            Some(d) => d,
-            None => self.datapath,
-        };
+        let datapath = self.datapath_for(req.datapath);
         lock(&self.started).insert((req.attachment.clone(), true), Instant::now());
         self.liveness.alive(&pod);
         let request = match datapath.resource() {
@@ -650,8 +736,8 @@ impl Agent {
             _ => PoolRequest::exclusive_eni(pod.clone()),
         }
         .with_timeout(Duration::from_millis(req.timeout_ms));
-        let alloc = match self.pool.allocate(&request).await {
-            Ok(a) => a,
+        match self.pool.allocate(&request).await {
+            Ok(a) => Ok((a, datapath)),
             Err(e) => {
                 self.liveness.forget(&pod);
                 let kind = match &e {
@@ -660,21 +746,27 @@ impl Agent {
                     | cnikit_eni_pool::Error::KindMismatch { .. } => ApiErrorKind::InvalidRequest,
                     _ => ApiErrorKind::Internal,
                 };
-                return Err(ApiError::new(kind, format!("{}: {e}", req.attachment)));
+                Err(ApiError::new(kind, format!("{}: {e}", req.attachment)))
             }
-        };
-        let eni_interface = match self.links.ensure(&alloc).await {
-            Ok(name) => name,
-            Err(e) => {
-                // Nothing was wired; the address goes back.
-                if let Err(r) = self.pool.release(&pod).await {
-                    tracing::warn!(pod = %req.attachment, error = %r, "releasing after a link failure");
-                }
-                return Err(internal(&format!("{}: ENI link", req.attachment), e));
-            }
-        };
-        lock(&self.eni_names).insert(alloc.eni_id.clone(), eni_interface.clone());
-        Ok(self.pod_allocation(&req.network, &alloc, eni_interface, datapath))
+        }
+    }
+
+    /// The datapath for a request: the one asked for (veth for ipvlan where the kernel has
+    /// none), else the agent's.
+    fn datapath_for(&self, asked: Option<Datapath>) -> Datapath {
+        match asked {
+            Some(Datapath::Ipvlan) if !self.ipvlan => Datapath::Veth,
+            Some(d) => d,
+            None => self.datapath,
+        }
+    }
+
+    /// The links' part of `allocate`: the ENI's interface on the node (and, in simulation,
+    /// the VPC's route to the address); remembered per ENI.
+    async fn link(&self, alloc: &Allocation) -> Result<String, super::links::LinkError> {
+        let name = self.links.ensure(alloc).await?;
+        lock(&self.eni_names).insert(alloc.eni_id.clone(), name.clone());
+        Ok(name)
     }
 
     /// The node interface of `alloc`'s ENI: known from this run, else from the record, else

@@ -2,7 +2,8 @@
 //!
 //! Opening a socket inside a pod's namespace takes a thread that enters it. The agent opens
 //! it while the pool allocates the pod's address (on a blocking thread), and the wiring then
-//! picks it up through [`PodSockets`]'s [`Connector`] instead of opening its own.
+//! uses it through [`PodSockets`]'s [`Connector`] instead of opening its own, until the agent
+//! discards it.
 
 use std::{
     collections::HashMap,
@@ -37,7 +38,7 @@ impl PodSockets {
         Ok(())
     }
 
-    /// Drops the socket prepared for `netns`, if it was not used.
+    /// Drops the socket prepared for `netns` (every `connect` there until then shares it).
     pub fn discard(&self, netns: &Netns) {
         self.ready().remove(&netns.id());
     }
@@ -51,8 +52,8 @@ impl PodSockets {
 
 impl Connector for PodSockets {
     fn connect(&self, netns: &Netns) -> Result<Handle> {
-        if let Some(handle) = self.ready().remove(&netns.id()) {
-            return Ok(handle);
+        if let Some(handle) = self.ready().get(&netns.id()) {
+            return Ok(Arc::clone(handle));
         }
         RtConnector.connect(netns)
     }

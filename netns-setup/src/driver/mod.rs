@@ -395,6 +395,13 @@ pub(crate) async fn check_plan(
         .await
 }
 
+/// Applies `plan` (links only, on both sides), rolling back on failure.
+pub(crate) async fn apply_links(node: &Node, pod_handle: &Handle, plan: &Plan) -> Result<Report> {
+    Executor::new(node.handle(), Some(pod_handle.as_ref()))
+        .apply(plan)
+        .await
+}
+
 /// Applies only the shared steps of `plan`.
 pub(crate) async fn apply_shared(node: &Node, plan: &Plan) -> Result<Report> {
     Executor::new(node.handle(), None)
