@@ -1249,7 +1249,7 @@ impl Agent {
 
 /// Netlink sockets (each with its thread) the agent tears pods down with in the node
 /// namespace: how many slow kernel requests (veth deletions) proceed at once.
-const TEARDOWN_NETLINK_SOCKETS: usize = 8;
+const TEARDOWN_NETLINK_SOCKETS: usize = 32;
 
 /// What unpublishing does with the dataplane's programs on the pod's veth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
