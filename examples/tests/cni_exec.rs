@@ -708,3 +708,82 @@ fn both_wiring_modes_serve_and_undo_each_other() {
         "an unknown wiring",
     );
 }
+
+/// An `ADD` that fails after the agent started wiring (no address left before the deadline)
+/// leaves no veth and no eBPF attachment behind; an `ADD` for an attachment another pod holds
+/// is refused and leaves that pod wired and working.
+#[test]
+fn failed_adds_leave_the_node_as_it_was() {
+    require_root!("failed_adds_leave_the_node_as_it_was");
+    let mut node = TestNode::new(bins()).unwrap();
+    // A small instance: 12 shared addresses.
+    node.agent_config["cloud"] = json!({ "provider": "simulator", "region": { "instances": [{
+        "id": "i-sim0000000000000001", "instance_type": "ecs.g7.large",
+        "vswitch_id": "vsw-sim0000000000000001", "security_group_ids": ["sg-sim0000000000000001"] }] } });
+    node.agent_config["pool"]["shared"] = json!({ "min_idle": 2, "max_idle": 8, "warm_up": 4 });
+    node.start_agent().unwrap();
+    let stats = || {
+        node.node
+            .run_async(|| async { node.stats().await.unwrap() })
+    };
+    let capacity = usize::try_from(stats().pool.capacity).unwrap();
+    assert!((1..=20).contains(&capacity), "{capacity}");
+    let mut conf = node.netconf("1.1.0");
+    conf["timeoutSeconds"] = json!(1);
+    let pods: Vec<_> = (0..=capacity)
+        .map(|_| TestNetns::create(Role::Pod).unwrap())
+        .collect();
+    for (i, pod) in pods[..capacity].iter().enumerate() {
+        let add = node
+            .add(&conf, &format!("full-{i}"), pod, "prod", &format!("p{i}"))
+            .unwrap();
+        assert!(add.success, "ADD {i}: {} {}", add.stdout, add.stderr);
+    }
+    let full = stats();
+    assert_eq!(full.attachments, 2 * capacity);
+    let refused = node
+        .add(&conf, "one-too-many", &pods[capacity], "prod", "extra")
+        .unwrap();
+    expect_code(&refused, 11, "ADD with no address left");
+    assert_eq!(host_veths(&node), capacity, "the extra pod's veth is gone");
+    assert!(
+        pods[capacity]
+            .ip(&["-o", "link", "show"])
+            .unwrap()
+            .lines()
+            .count()
+            == 1,
+        "only lo is left in the extra pod"
+    );
+    let after = stats();
+    assert_eq!(after.attachments, full.attachments);
+    assert_eq!(after.pool.in_use, full.pool.in_use);
+
+    // The same attachment for another pod: refused, the holder untouched.
+    let taken = node
+        .add(&conf, "full-0", &pods[capacity], "prod", "impostor")
+        .unwrap();
+    assert!(!taken.success, "{}", taken.stdout);
+    assert_eq!(host_veths(&node), capacity);
+    assert_eq!(stats().attachments, full.attachments);
+    assert!(
+        reaches(&pods[0], &node.vpc, GATEWAY),
+        "the holder still works"
+    );
+
+    for (i, pod) in pods[..capacity].iter().enumerate() {
+        let del = node
+            .cni(
+                "DEL",
+                &conf,
+                &format!("full-{i}"),
+                Some(pod.path()),
+                "eth0",
+                "",
+            )
+            .unwrap();
+        assert!(del.success, "DEL {i}: {}", del.stdout);
+    }
+    assert_eq!(host_veths(&node), 0);
+    assert_eq!(stats().attachments, 0);
+}

@@ -37,6 +37,7 @@ use cnikit_eni_pool::{
 };
 use cnikit_netns_setup::{
     Mode, Netns, Node, PodDriver, VethDriver,
+    naming::host_veth_name,
     netlink::{Connector, Handle, RtConnector, RtNetlink},
     probe,
 };
@@ -491,24 +492,46 @@ impl Agent {
         let mut early = cnikit_netns_setup::PodNetwork::new(
             &attachment.container_id,
             netns.clone(),
-            cnikit_netns_setup::EniRef::Name(String::new()),
+            // Not known yet, and not used to make the pair (nor to remove it): an interface
+            // index no link has (the kernel's are positive 32-bit integers).
+            cnikit_netns_setup::EniRef::Index(NO_LINK),
         );
         early.ifname.clone_from(&attachment.ifname);
         early.mtu = req.mtu.or(self.config.node.mtu);
-        let veth = self.datapath_for(req.allocate.datapath) == Datapath::Veth;
+        // Only for an attachment the pool does not know: a retried `ADD` finds its pair in
+        // place, and a request for an attachment another pod holds must not touch its pair
+        // (it is refused by the pool). `handle` serialises requests per attachment.
+        let veth = self.datapath_for(req.allocate.datapath) == Datapath::Veth
+            && self.find(&attachment).is_none();
         let prepare = async {
             let sockets = Arc::clone(&self.pod_sockets);
             let target = netns.clone();
-            match tokio::task::spawn_blocking(move || sockets.prepare(&target)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(pod = %attachment, error = %e, "preparing the pod's socket"),
-                Err(e) => tracing::debug!(pod = %attachment, error = %e, "preparing the pod's socket"),
+            let opened = tokio::task::spawn_blocking(move || sockets.prepare(&target)).await;
+            let failure = match opened {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(error) = failure {
+                // The wiring opens its own then.
+                tracing::debug!(pod = %attachment, %error, "preparing the pod's socket");
             }
             if !veth {
                 return false;
             }
             match VethDriver.prepare(&self.node, &early).await {
-                Ok(_) => true,
+                // Already there (a retried `ADD`, or another request for this attachment):
+                // not ours to remove if the allocation fails.
+                Ok(report) if report.created == 0 => false,
+                Ok(_) => {
+                    // The programs go on the node end now too (the endpoint is registered
+                    // once the address is known); `wired` finds them in place.
+                    let host = host_veth_name(&early.container_id, &early.ifname);
+                    if let Err(e) = self.attach_programs(&host) {
+                        tracing::debug!(pod = %attachment, error = %e.message, "attaching early");
+                    }
+                    true
+                }
                 Err(e) => {
                     // `setup` makes the pair itself (and reports what is wrong).
                     tracing::debug!(pod = %attachment, error = %e, "preparing the veth pair");
@@ -520,10 +543,8 @@ impl Agent {
         let (reserved, datapath) = match reserved {
             Ok(r) => r,
             Err(e) => {
-                if prepared
-                    && let Err(t) = VethDriver.teardown(&self.teardown_node, &early).await
-                {
-                    tracing::warn!(pod = %attachment, error = %t, "removing the prepared veth pair");
+                if prepared {
+                    self.remove_prepared(&attachment, &early).await;
                 }
                 self.pod_sockets.discard(&netns);
                 return Err(e);
@@ -541,10 +562,8 @@ impl Agent {
         let eni_interface = match linked {
             Ok(name) => name,
             Err(e) => {
-                if prepared
-                    && let Err(t) = VethDriver.teardown(&self.teardown_node, &early).await
-                {
-                    tracing::warn!(pod = %attachment, error = %t, "removing the prepared veth pair");
+                if prepared {
+                    self.remove_prepared(&attachment, &early).await;
                 }
                 self.pod_sockets.discard(&netns);
                 let error = internal(&format!("{attachment}: ENI link"), e);
@@ -623,12 +642,22 @@ impl Agent {
         wired: Option<(&cnikit_netns_setup::PodNetwork, Mode)>,
         mut error: ApiError,
     ) -> ApiError {
-        if let Some((pod, mode)) = wired
-            && let Err(e) = mode.driver().teardown(&self.teardown_node, pod).await
-        {
-            error
-                .message
-                .push_str(&format!("; undoing the wiring: {e}"));
+        if let Some((pod, mode)) = wired {
+            let host = host_veth_name(&pod.container_id, &pod.ifname);
+            match mode.driver().teardown(&self.teardown_node, pod).await {
+                // The veth went, with the programs on it.
+                Ok(()) => self.forget_programs(&host),
+                Err(e) => {
+                    error
+                        .message
+                        .push_str(&format!("; undoing the wiring: {e}"));
+                    if let Some(dp) = &self.dataplane
+                        && let Err(d) = lock(dp).detach_interface(&host)
+                    {
+                        error.message.push_str(&format!("; detaching: {d}"));
+                    }
+                }
+            }
         }
         if let Err(e) = self.release(attachment).await {
             error
@@ -864,16 +893,49 @@ impl Agent {
         if record.datapath != Datapath::Veth {
             return Ok(());
         }
+        self.attach_programs(iface)?;
+        lock(dp)
+            .add_endpoint(record.ipv4)
+            .map_err(|e| internal("registering the endpoint", e))?;
+        Ok(())
+    }
+
+    /// Attaches the dataplane's programs to a pod's node-side veth, unless they are there (a
+    /// retried `ADD`, a restart with pinned links, or attached while the address was being
+    /// allocated).
+    fn attach_programs(&self, iface: &str) -> Result<(), ApiError> {
+        let Some(dp) = &self.dataplane else {
+            return Ok(());
+        };
         let mut dp = lock(dp);
-        if dp.attachments().any(|(name, ..)| name == iface.as_str()) {
-            // A retried ADD or a restart with pinned links: already in place.
+        if dp.attachments().any(|(name, ..)| name == iface) {
             return Ok(());
         }
         dp.attach_endpoint(iface, Placement::NodeSide, self.attach_mode)
             .map_err(|e| internal(&format!("attaching the dataplane to {iface}"), e))?;
-        dp.add_endpoint(record.ipv4)
-            .map_err(|e| internal("registering the endpoint", e))?;
         Ok(())
+    }
+
+    /// Removes the veth pair made while allocating for a pod that will not be wired, and lets
+    /// go of the programs attached to it.
+    async fn remove_prepared(
+        &self,
+        attachment: &AttachmentKey,
+        early: &cnikit_netns_setup::PodNetwork,
+    ) {
+        if let Err(e) = VethDriver.teardown(&self.teardown_node, early).await {
+            tracing::warn!(pod = %attachment, error = %e, "removing the prepared veth pair");
+        }
+        self.forget_programs(&host_veth_name(&early.container_id, &early.ifname));
+    }
+
+    /// Lets go of the programs on a veth that was deleted.
+    fn forget_programs(&self, iface: &str) {
+        if let Some(dp) = &self.dataplane
+            && let Err(e) = lock(dp).forget_interface(iface)
+        {
+            tracing::warn!(interface = iface, error = %e, "letting go of the dataplane");
+        }
     }
 
     fn publish_dns(&self, record: &EndpointRecord) {
@@ -1246,6 +1308,9 @@ impl Agent {
         }
     }
 }
+
+/// An interface index no link has.
+const NO_LINK: u32 = 0x7fff_ffff;
 
 /// Netlink sockets (each with its thread) the agent tears pods down with in the node
 /// namespace: how many slow kernel requests (veth deletions) proceed at once.

@@ -127,8 +127,9 @@ impl VethDriver {
     /// Creates `pod`'s veth pair (both ends up, with their hardware addresses and `pod.mtu`)
     /// before the pod's addresses are known, for an agent that wires while it allocates them;
     /// a later [`setup`](PodDriver::setup) of the pod finds the pair and adds the rest (and
-    /// corrects the MTU if the ENI's differs). Only `pod`'s container id, interface name and
-    /// namespace are used. Idempotent; on failure nothing it created is left. A pair prepared
+    /// corrects the MTU if the ENI's differs). Only `pod`'s container id, interface name,
+    /// namespace and MTU are used (its ENI reference must be well-formed, e.g. an index no
+    /// link has, but is not looked up). Idempotent; on failure nothing it created is left. A pair prepared
     /// for a pod that is then not wired is removed by [`teardown`](PodDriver::teardown).
     ///
     /// # Errors
