@@ -36,7 +36,7 @@ use cnikit_eni_pool::{
     AllocateRequest as PoolRequest, Allocation, FileStore, PodKey, Pool, PoolConfig, ResourceKind,
 };
 use cnikit_netns_setup::{
-    Mode, Netns, Node, PodDriver, VethDriver,
+    Mode, Netns, Node,
     naming::host_veth_name,
     netlink::{Connector, Handle, RtConnector, RtNetlink},
     probe,
@@ -487,69 +487,24 @@ impl Agent {
             )
         })?;
         let started = Instant::now();
-        // While the pool allocates: the pod's socket is opened (on a blocking thread: it
-        // starts one) and, for veth, the pair is made; the wiring then finds both.
-        let mut early = cnikit_netns_setup::PodNetwork::new(
-            &attachment.container_id,
-            netns.clone(),
-            // Not known yet, and not used to make the pair (nor to remove it): an interface
-            // index no link has (the kernel's are positive 32-bit integers).
-            cnikit_netns_setup::EniRef::Index(NO_LINK),
-        );
-        early.ifname.clone_from(&attachment.ifname);
-        early.mtu = req.mtu.or(self.config.node.mtu);
-        // Only for an attachment the pool does not know: a retried `ADD` finds its pair in
-        // place, and a request for an attachment another pod holds must not touch its pair
-        // (it is refused by the pool). `handle` serialises requests per attachment.
-        let veth = self.datapath_for(req.allocate.datapath) == Datapath::Veth
-            && self.find(&attachment).is_none();
-        let prepare = async {
-            let sockets = Arc::clone(&self.pod_sockets);
-            let target = netns.clone();
-            let opened = tokio::task::spawn_blocking(move || sockets.prepare(&target)).await;
-            let failure = match opened {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(error) = failure {
-                // The wiring opens its own then.
-                tracing::debug!(pod = %attachment, %error, "preparing the pod's socket");
-            }
-            if !veth {
-                return false;
-            }
-            match VethDriver.prepare(&self.node, &early).await {
-                // Already there (a retried `ADD`, or another request for this attachment):
-                // not ours to remove if the allocation fails.
-                Ok(report) if report.created == 0 => false,
-                Ok(_) => {
-                    // The programs go on the node end now too (the endpoint is registered
-                    // once the address is known); `wired` finds them in place.
-                    let host = host_veth_name(&early.container_id, &early.ifname);
-                    if let Err(e) = self.attach_programs(&host) {
-                        tracing::debug!(pod = %attachment, error = %e.message, "attaching early");
-                    }
-                    true
-                }
-                Err(e) => {
-                    // `setup` makes the pair itself (and reports what is wrong).
-                    tracing::debug!(pod = %attachment, error = %e, "preparing the veth pair");
-                    false
-                }
-            }
+        // The pod's socket is opened while the pool allocates (on a blocking thread: it
+        // starts one), and used by the wiring through `pod_sockets`. (Making the veth pair
+        // here too, `VethDriver::prepare`, measured no better: the pool's commit is shorter
+        // than the pair's creation and the programs' attach.)
+        let sockets = Arc::clone(&self.pod_sockets);
+        let target = netns.clone();
+        let opened = tokio::task::spawn_blocking(move || sockets.prepare(&target));
+        let (reserved, opened) = tokio::join!(self.reserve(&req.allocate), opened);
+        let failure = match opened {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
         };
-        let (reserved, prepared) = tokio::join!(self.reserve(&req.allocate), prepare);
-        let (reserved, datapath) = match reserved {
-            Ok(r) => r,
-            Err(e) => {
-                if prepared {
-                    self.remove_prepared(&attachment, &early).await;
-                }
-                self.pod_sockets.discard(&netns);
-                return Err(e);
-            }
-        };
+        if let Some(error) = failure {
+            // The wiring opens its own then.
+            tracing::debug!(pod = %attachment, %error, "preparing the pod's socket");
+        }
+        let (reserved, datapath) = reserved.inspect_err(|_| self.pod_sockets.discard(&netns))?;
         let allocated = started.elapsed();
         // The ENI's interface: known once any pod used the ENI, and then its link work (a
         // lookup; in simulation the VPC's route to the address) runs beside the wiring.
@@ -562,9 +517,6 @@ impl Agent {
         let eni_interface = match linked {
             Ok(name) => name,
             Err(e) => {
-                if prepared {
-                    self.remove_prepared(&attachment, &early).await;
-                }
                 self.pod_sockets.discard(&netns);
                 let error = internal(&format!("{attachment}: ENI link"), e);
                 return Err(self.undo_add(&attachment, None, error).await);
@@ -592,14 +544,12 @@ impl Agent {
         let wired = match (setup, linked) {
             (Ok(w), Ok(())) => w,
             (Err(e), linked) => {
-                // Setup rolled back what it created (a prepared pair is removed here); the
-                // address goes back.
+                // Setup rolled back what it created; the address goes back.
                 let mut error = wire_error(&attachment, &e, "wiring the pod");
                 if let Err(l) = linked {
                     error.message.push_str(&format!("; ENI link: {l}"));
                 }
-                let wired = prepared.then_some((&pod, alloc.datapath.mode()));
-                return Err(self.undo_add(&attachment, wired, error).await);
+                return Err(self.undo_add(&attachment, None, error).await);
             }
             (Ok(_), Err(e)) => {
                 let error = internal(&format!("{attachment}: ENI link"), e);
@@ -901,8 +851,7 @@ impl Agent {
     }
 
     /// Attaches the dataplane's programs to a pod's node-side veth, unless they are there (a
-    /// retried `ADD`, a restart with pinned links, or attached while the address was being
-    /// allocated).
+    /// retried `ADD`, or a restart with pinned links).
     fn attach_programs(&self, iface: &str) -> Result<(), ApiError> {
         let Some(dp) = &self.dataplane else {
             return Ok(());
@@ -914,19 +863,6 @@ impl Agent {
         dp.attach_endpoint(iface, Placement::NodeSide, self.attach_mode)
             .map_err(|e| internal(&format!("attaching the dataplane to {iface}"), e))?;
         Ok(())
-    }
-
-    /// Removes the veth pair made while allocating for a pod that will not be wired, and lets
-    /// go of the programs attached to it.
-    async fn remove_prepared(
-        &self,
-        attachment: &AttachmentKey,
-        early: &cnikit_netns_setup::PodNetwork,
-    ) {
-        if let Err(e) = VethDriver.teardown(&self.teardown_node, early).await {
-            tracing::warn!(pod = %attachment, error = %e, "removing the prepared veth pair");
-        }
-        self.forget_programs(&host_veth_name(&early.container_id, &early.ifname));
     }
 
     /// Lets go of the programs on a veth that was deleted.
@@ -1308,9 +1244,6 @@ impl Agent {
         }
     }
 }
-
-/// An interface index no link has.
-const NO_LINK: u32 = 0x7fff_ffff;
 
 /// Netlink sockets (each with its thread) the agent tears pods down with in the node
 /// namespace: how many slow kernel requests (veth deletions) proceed at once.
