@@ -4,9 +4,9 @@
 //! through the same exec harness in the same run, alternating; then pods per second for a
 //! 100-pod burst on a warm node, for both.
 //!
-//! This executable plays `cnikit` and `cnikit-agent` itself (through symlinks with those names;
-//! a bench cannot depend on another package's binaries), so our side execs a larger binary than
-//! a standalone `cnikit` would be. Everything runs in throwaway namespaces. Needs root.
+//! The plugin is `cnikit-bench-plugin`, this package's build of the `cnikit` binary (a bench
+//! cannot use another package's binaries); this executable plays `cnikit-agent` itself
+//! (through a symlink). Everything runs in throwaway namespaces. Needs root.
 
 #![allow(
     clippy::unwrap_used,
@@ -23,6 +23,10 @@ use std::{
 use cnikit_benches::{Summary, ms, privilege, report, smoke_mode};
 use cnikit_examples::harness::{
     Binaries, CniOutcome, TestNode, dispatch_self_exec, run_with_stdin,
+};
+use cnikit_netns_setup::{
+    Netns,
+    netlink::{NetlinkHandle, NewLink, RtNetlink, VethPeer},
 };
 use cnikit_test_support::netns::{Role, TestNetns};
 use serde_json::{Value, json};
@@ -69,6 +73,39 @@ fn ours(node: &TestNode, conf: &Value, command: &str, id: &str, pod: &TestNetns)
     out
 }
 
+/// Creates a veth pair between the node and `pod` (both ends up) and deletes it, `rounds`
+/// times, over one netlink socket in the node namespace; returns how long each deletion took.
+fn veth_deletions(node: &TestNode, pod: &TestNetns, rounds: usize) -> Vec<Duration> {
+    let pod_ns = Netns::from_path(pod.path()).unwrap();
+    node.node.run_async(|| async {
+        let nl = RtNetlink::connect(&Netns::current().unwrap()).unwrap();
+        let mut took = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let link = NewLink::Veth {
+                name: "cnkfloor0".into(),
+                mtu: None,
+                mac: None,
+                up: true,
+                peer: VethPeer {
+                    name: "floor0".into(),
+                    netns: Some(pod_ns.clone()),
+                    mtu: None,
+                    mac: None,
+                    // Not at creation (ENOTCONN); brought up below, as a pod's is.
+                    up: false,
+                },
+            };
+            nl.add_link(&link).await.unwrap();
+            pod.ip(&["link", "set", "floor0", "up"]).unwrap();
+            let index = nl.link_by_name("cnkfloor0").await.unwrap().unwrap().index;
+            let started = Instant::now();
+            nl.del_link(index).await.unwrap();
+            took.push(started.elapsed());
+        }
+        took
+    })
+}
+
 /// Runs `op` for every pod at once (one thread each); returns the wall time.
 fn burst(pods: &[TestNetns], op: impl Fn(usize, &TestNetns) + Sync) -> Duration {
     let started = Instant::now();
@@ -103,7 +140,10 @@ fn run() {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("cnikit-bench-cni-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let bins = Binaries::self_exec(&dir).unwrap();
+    // The agent is this executable (started once); the plugin is its own binary, as small as
+    // the shipped `cnikit`, since its start is part of every ADD and DEL.
+    let mut bins = Binaries::self_exec(&dir).unwrap();
+    bins.plugin = env!("CARGO_BIN_EXE_cnikit-bench-plugin").into();
     let mut node = TestNode::new(bins).unwrap();
     // A node with room for the burst, warmed up before anything is measured.
     let burst_size = if smoke { 8 } else { 100 };
@@ -148,6 +188,18 @@ fn run() {
         with_prev["prevResult"] = a.output;
         ptp_del.push(ptp(&node, &with_prev, "DEL", &id, pod).elapsed);
     }
+    // The floor both sides stand on: starting the plugin through the same harness (`VERSION`
+    // does no work), alternating.
+    let (mut our_exec, mut ptp_exec) = (Vec::new(), Vec::new());
+    for r in 0..rounds.min(100) {
+        let pod = &pods[r % pods.len()];
+        our_exec.push(ours(&node, &conf, "VERSION", "floor", pod).elapsed);
+        ptp_exec.push(ptp(&node, &ptp_conf, "VERSION", "floor", pod).elapsed);
+    }
+    let [oe, pe] = [&our_exec, &ptp_exec].map(|s| Summary::of(s).unwrap());
+    // The kernel's share of every DEL: deleting a veth pair (one netlink request from a
+    // process already running; it returns after an RCU barrier).
+    let veth_del = Summary::of(&veth_deletions(&node, &pods[0], rounds.min(100))).unwrap();
     let [oa, od, pa, pd] =
         [&our_add, &our_del, &ptp_add, &ptp_del].map(|s| Summary::of(s).unwrap());
     report(
@@ -162,6 +214,9 @@ fn run() {
             ("cnikit_del_p99_ms", &ms(od.p99)),
             ("ptp_del_p50_ms", &ms(pd.p50)),
             ("ptp_del_p99_ms", &ms(pd.p99)),
+            ("cnikit_exec_p50_ms", &ms(oe.p50)),
+            ("ptp_exec_p50_ms", &ms(pe.p50)),
+            ("kernel_veth_del_p50_ms", &ms(veth_del.p50)),
             (
                 "add_p50_ratio",
                 &format!("{:.2}", oa.p50.as_secs_f64() / pa.p50.as_secs_f64()),

@@ -307,17 +307,50 @@ impl Attachment {
     }
 }
 
-/// Detaches every attachment, continuing past failures and reporting all of them.
-pub(crate) fn detach_every(attachments: impl IntoIterator<Item = Attachment>) -> Result<(), Error> {
-    let mut errors: Vec<Error> = attachments
-        .into_iter()
-        .filter_map(|a| a.detach().err())
-        .collect();
+impl Attachment {
+    /// Lets go of an attachment whose interface was deleted (its programs went with it):
+    /// removes the link pin and closes the handle without detaching. For TCX this skips the
+    /// RCU grace period a detach waits for; the kernel already let go of the device.
+    pub(crate) fn forget(mut self) -> Result<(), Error> {
+        if let Some(pin) = self.pin.take() {
+            match fs::remove_file(&pin) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    let source: Source = e.into();
+                    let error = Error::Detach {
+                        program: self.program,
+                        interface: self.interface.clone(),
+                        direction: self.direction,
+                        source,
+                    };
+                    self.keep();
+                    return Err(error);
+                }
+            }
+        }
+        self.keep();
+        Ok(())
+    }
+}
+
+/// Forgets every attachment (see [`Attachment::forget`]), continuing past failures.
+pub(crate) fn forget_every(attachments: impl IntoIterator<Item = Attachment>) -> Result<(), Error> {
+    collect_errors(attachments.into_iter().filter_map(|a| a.forget().err()))
+}
+
+fn collect_errors(errors: impl Iterator<Item = Error>) -> Result<(), Error> {
+    let mut errors: Vec<Error> = errors.collect();
     match errors.len() {
         0 => Ok(()),
         1 => Err(errors.remove(0)),
         _ => Err(Error::Multiple(errors)),
     }
+}
+
+/// Detaches every attachment, continuing past failures and reporting all of them.
+pub(crate) fn detach_every(attachments: impl IntoIterator<Item = Attachment>) -> Result<(), Error> {
+    collect_errors(attachments.into_iter().filter_map(|a| a.detach().err()))
 }
 
 impl Drop for Attachment {

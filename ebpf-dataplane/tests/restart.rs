@@ -228,3 +228,69 @@ fn pinned_maps_of_another_shape_are_refused() {
     }
     std::fs::remove_dir_all(&not_bpffs).unwrap();
 }
+
+/// A pod's veth is deleted with the programs on it (a CNI `DEL`); the agent then only lets go
+/// of its handles: the link pins of that interface go, every other endpoint keeps working.
+fn forget_a_deleted_interface(mode: AttachMode) {
+    let bpffs = TestBpffs::mount().unwrap();
+    let pins = bpffs.path().join("cnikit");
+    let cluster = Cluster::new(&[CLIENT, CLIENT2], 1);
+    let mut dp = Dataplane::builder()
+        .capacity(capacity())
+        .pin_dir(&pins)
+        .load()
+        .unwrap();
+    cluster.attach(&mut dp, mode);
+    let key = ServiceKey::tcp(VIP, 80);
+    dp.upsert_service(&Service::new(
+        key,
+        [SocketAddrV4::new(backend_ip(0), TCP_PORT)],
+    ))
+    .unwrap();
+    let link_pins = || std::fs::read_dir(pins.join("links")).map_or(0, Iterator::count);
+    let pinned = link_pins();
+    let attached = dp.attachments().count();
+    let gone = cluster.pod(CLIENT).host_if.clone();
+
+    cluster.net.node().ip(&["link", "del", &gone]).unwrap();
+    assert_eq!(dp.forget_interface(&gone).unwrap(), 2, "both programs");
+    assert_eq!(dp.attachments().count(), attached - 2);
+    assert!(dp.attachments().all(|(interface, ..)| interface != gone));
+    let expected_pins = if mode == AttachMode::Tcx {
+        pinned - 2
+    } else {
+        pinned
+    };
+    assert_eq!(
+        link_pins(),
+        expected_pins,
+        "the deleted interface's link pins"
+    );
+    assert_eq!(dp.forget_interface(&gone).unwrap(), 0, "idempotent");
+
+    let mut conn = Conn::open(&cluster.pod(CLIENT2).netns, SocketAddrV4::new(VIP, 80)).unwrap();
+    assert_eq!(conn.ask().unwrap(), backend_ip(0), "the other endpoint");
+    conn.close();
+    dp.detach_all().unwrap();
+}
+
+#[test]
+fn forget_interface_after_deletion_via_tcx() {
+    require_root!("forget_interface_after_deletion_via_tcx");
+    require!(
+        "forget_interface_after_deletion_via_tcx",
+        "TCX (Linux >= 6.6)",
+        if tcx_supported() {
+            Ok(())
+        } else {
+            Err("kernel older than 6.6")
+        }
+    );
+    forget_a_deleted_interface(AttachMode::Tcx);
+}
+
+#[test]
+fn forget_interface_after_deletion_via_clsact() {
+    require_root!("forget_interface_after_deletion_via_clsact");
+    forget_a_deleted_interface(AttachMode::Clsact);
+}

@@ -16,8 +16,11 @@
 //! `{"version":1,"id":7,"error":{"kind":"exhausted","message":"..."}}`. A peer speaking
 //! another version gets a `version` error and nothing is done.
 //!
-//! `ADD` is `allocate` → wire the namespace → `wired`; `DEL` is `detach` → tear down →
-//! `release`; `CHECK` is `check`; `GC` is `gc`; `STATUS` is `status`.
+//! `ADD` is `add` (the agent allocates, wires the namespace and publishes, in one call) and
+//! `DEL` is `delete` (unpublish, tear down, release); with `"wiring": "plugin"` the plugin
+//! wires itself: `ADD` is `allocate` → wire the namespace → `wired`, `DEL` is `detach` →
+//! tear down → `release` (also `DEL`'s path when the agent is down). `CHECK` is `check`;
+//! `GC` is `gc`; `STATUS` is `status`.
 
 use std::{
     collections::BTreeMap,
@@ -160,11 +163,51 @@ pub struct WiredRequest {
     pub host_interface: Option<String>,
 }
 
+/// `add`: all of `ADD` in one call (the agent wires the namespace).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddRequest {
+    /// The pod and its attachment, as for `allocate` (`netns` is required here).
+    pub allocate: AllocateRequest,
+    /// The pod interface's MTU from the network configuration (default: the agent's).
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+/// What `add` wired: the allocation and the interfaces, everything the CNI result needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddReply {
+    /// The address and what the wiring used.
+    pub allocation: PodAllocation,
+    /// The pod interface's name.
+    pub interface: String,
+    /// The pod interface's hardware address.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// The node-side interface, if any.
+    #[serde(default)]
+    pub host_interface: Option<String>,
+}
+
+/// `delete`: all of `DEL` in one call (the agent tears the namespace down).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    /// The attachment.
+    pub attachment: AttachmentKey,
+    /// The pod's network namespace path, when the runtime still has one.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+}
+
 /// A request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Request {
+    /// `ADD` in one call: allocate, wire the namespace, attach and publish (or converge a
+    /// retried `ADD` to the same result).
+    Add(AddRequest),
+    /// `DEL` in one call: unpublish, tear the namespace down, release the address.
+    Delete(DeleteRequest),
     /// Allocate (or return the existing allocation of a retried `ADD`).
     Allocate(AllocateRequest),
     /// The namespace is wired.
@@ -196,6 +239,8 @@ impl Request {
     #[must_use]
     pub fn op(&self) -> &'static str {
         match self {
+            Self::Add(_) => "add",
+            Self::Delete(_) => "delete",
             Self::Allocate(_) => "allocate",
             Self::Wired(_) => "wired",
             Self::Detach(_) => "detach",
@@ -396,6 +441,10 @@ pub struct ReloadReply {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Reply {
+    /// To `add`.
+    Added(AddReply),
+    /// To `delete`: whether an address was released.
+    Deleted(bool),
     /// To `allocate`.
     Allocated(PodAllocation),
     /// To `wired`.
@@ -423,6 +472,10 @@ pub enum Reply {
 pub enum ApiErrorKind {
     /// Malformed or inconsistent request.
     InvalidRequest,
+    /// The pod's namespace cannot be used (`add`).
+    InvalidNetns,
+    /// The wiring refused the pod's settings (`add`).
+    InvalidConfig,
     /// No such attachment.
     NotFound,
     /// No address before the deadline (try again later).

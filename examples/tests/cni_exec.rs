@@ -643,3 +643,147 @@ fn a_late_del_never_unwires_the_next_holder_of_an_address() {
     );
     assert!(reaches(b, &node.vpc, GATEWAY));
 }
+
+/// `"wiring": "plugin"` (the plugin wires between `allocate` and `wired`) and the default
+/// (the agent wires in one `add` / `delete` call) give the same pod and undo each other's
+/// work: an `ADD` of one mode is checked and deleted by the other, leaving no veth, no
+/// dataplane attachment and no address behind.
+#[test]
+fn both_wiring_modes_serve_and_undo_each_other() {
+    require_root!("both_wiring_modes_serve_and_undo_each_other");
+    let node = node();
+    let stats = || {
+        node.node
+            .run_async(|| async { node.stats().await.unwrap() })
+    };
+    let before = stats();
+    let combos = [
+        ("plugin", "plugin"),
+        ("agent", "plugin"),
+        ("plugin", "agent"),
+        ("agent", "agent"),
+    ];
+    for (i, (add_mode, del_mode)) in combos.into_iter().enumerate() {
+        let what = format!("ADD by {add_mode}, DEL by {del_mode}");
+        let mut add_conf = node.netconf("1.1.0");
+        add_conf["wiring"] = json!(add_mode);
+        let mut del_conf = node.netconf("1.1.0");
+        del_conf["wiring"] = json!(del_mode);
+        let pod = TestNetns::create(Role::Pod).unwrap();
+        let id = format!("wiring-{i}");
+        let add = node.add(&add_conf, &id, &pod, "prod", &id).unwrap();
+        assert!(add.success, "{what}: {} {}", add.stdout, add.stderr);
+        assert!(reaches(&pod, &node.vpc, GATEWAY), "{what}: pod -> VPC");
+        let wired = stats();
+        assert_eq!(wired.pool.in_use, before.pool.in_use + 1, "{what}");
+        assert_eq!(wired.endpoints, before.endpoints + 1, "{what}");
+        assert_eq!(
+            wired.attachments,
+            before.attachments + 2,
+            "{what}: both programs on the pod's veth"
+        );
+        let with_add = with_prev(&del_conf, &add);
+        let run = |command: &str| {
+            node.cni(command, &with_add, &id, Some(pod.path()), "eth0", "")
+                .unwrap()
+        };
+        let check = run("CHECK");
+        assert!(check.success, "{what}: CHECK {}", check.stdout);
+        let del = run("DEL");
+        assert!(del.success, "{what}: DEL {} {}", del.stdout, del.stderr);
+        assert_eq!(host_veths(&node), 0, "{what}");
+        let after = stats();
+        assert_eq!(after.pool.in_use, before.pool.in_use, "{what}");
+        assert_eq!(after.endpoints, before.endpoints, "{what}");
+        assert_eq!(after.attachments, before.attachments, "{what}");
+        let again = run("DEL");
+        assert!(again.success, "{what}: second DEL {}", again.stdout);
+    }
+    let mut bad = node.netconf("1.1.0");
+    bad["wiring"] = json!("kernel");
+    let pod = TestNetns::create(Role::Pod).unwrap();
+    expect_code(
+        &node.add(&bad, "bad-wiring", &pod, "prod", "x").unwrap(),
+        7,
+        "an unknown wiring",
+    );
+}
+
+/// An `ADD` that fails after the agent started wiring (no address left before the deadline)
+/// leaves no veth and no eBPF attachment behind; an `ADD` for an attachment another pod holds
+/// is refused and leaves that pod wired and working.
+#[test]
+fn failed_adds_leave_the_node_as_it_was() {
+    require_root!("failed_adds_leave_the_node_as_it_was");
+    let mut node = TestNode::new(bins()).unwrap();
+    // A small instance: 12 shared addresses.
+    node.agent_config["cloud"] = json!({ "provider": "simulator", "region": { "instances": [{
+        "id": "i-sim0000000000000001", "instance_type": "ecs.g7.large",
+        "vswitch_id": "vsw-sim0000000000000001", "security_group_ids": ["sg-sim0000000000000001"] }] } });
+    node.agent_config["pool"]["shared"] = json!({ "min_idle": 2, "max_idle": 8, "warm_up": 4 });
+    node.start_agent().unwrap();
+    let stats = || {
+        node.node
+            .run_async(|| async { node.stats().await.unwrap() })
+    };
+    let capacity = usize::try_from(stats().pool.capacity).unwrap();
+    assert!((1..=20).contains(&capacity), "{capacity}");
+    let mut conf = node.netconf("1.1.0");
+    conf["timeoutSeconds"] = json!(1);
+    let pods: Vec<_> = (0..=capacity)
+        .map(|_| TestNetns::create(Role::Pod).unwrap())
+        .collect();
+    for (i, pod) in pods[..capacity].iter().enumerate() {
+        let add = node
+            .add(&conf, &format!("full-{i}"), pod, "prod", &format!("p{i}"))
+            .unwrap();
+        assert!(add.success, "ADD {i}: {} {}", add.stdout, add.stderr);
+    }
+    let full = stats();
+    assert_eq!(full.attachments, 2 * capacity);
+    let refused = node
+        .add(&conf, "one-too-many", &pods[capacity], "prod", "extra")
+        .unwrap();
+    expect_code(&refused, 11, "ADD with no address left");
+    assert_eq!(host_veths(&node), capacity, "the extra pod's veth is gone");
+    assert!(
+        pods[capacity]
+            .ip(&["-o", "link", "show"])
+            .unwrap()
+            .lines()
+            .count()
+            == 1,
+        "only lo is left in the extra pod"
+    );
+    let after = stats();
+    assert_eq!(after.attachments, full.attachments);
+    assert_eq!(after.pool.in_use, full.pool.in_use);
+
+    // The same attachment for another pod: refused, the holder untouched.
+    let taken = node
+        .add(&conf, "full-0", &pods[capacity], "prod", "impostor")
+        .unwrap();
+    assert!(!taken.success, "{}", taken.stdout);
+    assert_eq!(host_veths(&node), capacity);
+    assert_eq!(stats().attachments, full.attachments);
+    assert!(
+        reaches(&pods[0], &node.vpc, GATEWAY),
+        "the holder still works"
+    );
+
+    for (i, pod) in pods[..capacity].iter().enumerate() {
+        let del = node
+            .cni(
+                "DEL",
+                &conf,
+                &format!("full-{i}"),
+                Some(pod.path()),
+                "eth0",
+                "",
+            )
+            .unwrap();
+        assert!(del.success, "DEL {i}: {}", del.stdout);
+    }
+    assert_eq!(host_veths(&node), 0);
+    assert_eq!(stats().attachments, 0);
+}

@@ -10,8 +10,8 @@ mod common;
 use std::{net::IpAddr, sync::Arc};
 
 use cnikit_netns_setup::{
-    Drift, EniRef, Error, IpConfig, Node, PodDriver, PodNetwork, Side, SpecError, VethDriver,
-    naming,
+    Drift, EniRef, Error, IpConfig, Netns, Node, PodDriver, PodNetwork, Side, SpecError,
+    VethDriver, naming,
     netlink::{
         Connector, RtConnector,
         fault::{FaultInjector, FaultPlan, FaultyConnector},
@@ -586,4 +586,128 @@ async fn veth_teardown_keeps_going_and_survives_a_vanished_namespace() {
     }
     let after = NetState::capture(&cluster.node).unwrap();
     assert_eq!(after, baseline, "{:#?}", after.diff(&baseline));
+}
+
+/// Names of this process's threads serving netlink sockets of their own.
+fn netlink_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "cnikit-netlink")
+        .count()
+}
+
+/// A node whose sockets run on threads of their own wires and tears down pods concurrently
+/// (each teardown's veth deletion waits in the kernel without holding up the others), leaves
+/// nothing behind, and its threads end when it is dropped.
+#[tokio::test]
+async fn threaded_node_wires_and_tears_down_concurrently() {
+    require_root!("threaded_node_wires_and_tears_down_concurrently");
+    let cluster = Cluster::new(1);
+    let threads_before = netlink_threads();
+    let node = Node::connect_threaded(&cluster.node_netns(), 3).unwrap();
+    assert_eq!(netlink_threads(), threads_before + 3);
+    let pods: Vec<_> = (0..8).map(|_| cluster.pod()).collect();
+    let specs: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| cluster.spec(p, &format!("thr-{i}"), "eth1", u8::try_from(i).unwrap() + 1))
+        .collect();
+    VethDriver.ensure_eni(&node, &specs[0]).await.unwrap();
+    let node_before = stable_state(&cluster.node);
+    let wired =
+        futures_util::future::join_all(specs.iter().map(|s| VethDriver.setup(&node, s))).await;
+    for (i, w) in wired.into_iter().enumerate() {
+        assert!(w.unwrap().report.created > 0, "pod {i}");
+    }
+    for (i, pod) in pods.iter().enumerate() {
+        let addrs = pod.ip(&["-4", "addr", "show"]).unwrap();
+        let want = pod4(u8::try_from(i).unwrap() + 1).to_string();
+        assert!(addrs.contains(&want), "pod {i}: {addrs}");
+    }
+    let torn =
+        futures_util::future::join_all(specs.iter().map(|s| VethDriver.teardown(&node, s))).await;
+    for (i, t) in torn.into_iter().enumerate() {
+        t.unwrap_or_else(|e| panic!("pod {i}: {e}"));
+    }
+    let node_after = NetState::capture(&cluster.node).unwrap();
+    assert_eq!(
+        node_after,
+        node_before,
+        "{:#?}",
+        node_after.diff(&node_before)
+    );
+    drop(node);
+    let ended = cnikit_test_support::process::wait_until(std::time::Duration::from_secs(5), || {
+        netlink_threads() == threads_before
+    });
+    assert!(
+        ended,
+        "{} netlink threads left",
+        netlink_threads() - threads_before
+    );
+}
+
+/// A pair prepared before the addresses are known (as an agent does while it allocates) is
+/// found by `setup`, which adds only the rest; the pod works; `prepare` is idempotent; and a
+/// prepared pod that is never wired is removed by `teardown` without a trace.
+#[tokio::test]
+async fn veth_prepare_then_setup_or_teardown() {
+    require_root!("veth_prepare_then_setup_or_teardown");
+    let cluster = Cluster::new(1);
+    let node = Node::connect(&cluster.node_netns()).unwrap();
+    let (a, b) = (cluster.pod(), cluster.pod());
+    let spec = cluster.spec(&a, "prep-a", "eth1", 1);
+    VethDriver.ensure_eni(&node, &spec).await.unwrap();
+    let node_before = stable_state(&cluster.node);
+    let pod_before = NetState::capture(&a).unwrap();
+
+    // Without addresses, ENI or routes: only the names, the namespace and the MTU count.
+    let mut early = PodNetwork::new(
+        "prep-a",
+        Netns::from_path(a.path()).unwrap(),
+        EniRef::Name("not-known-yet".into()),
+    );
+    early.mtu = Some(1400);
+    let prepared = VethDriver.prepare(&node, &early).await.unwrap();
+    assert_eq!(prepared.created, 1, "{prepared:?}");
+    assert_eq!(VethDriver.prepare(&node, &early).await.unwrap().created, 0);
+    let fresh = VethDriver
+        .setup(&node, &cluster.spec(&b, "prep-b", "eth1", 2))
+        .await
+        .unwrap();
+    let wired = VethDriver.setup(&node, &spec).await.unwrap();
+    assert_eq!(
+        wired.report.created + 1,
+        fresh.report.created,
+        "the prepared pair is not made again: {wired:?} vs {fresh:?}"
+    );
+    assert!(
+        wired.report.changed >= 1,
+        "the MTU follows the ENI: {wired:?}"
+    );
+    cluster.vpc_learns(IpAddr::V4(pod4(1)), "eth1");
+    assert_two_way(
+        "prepared pod <-> fresh pod",
+        (&a, IpAddr::V4(pod4(1))),
+        (&b, IpAddr::V4(pod4(2))),
+    );
+    VethDriver.teardown(&node, &spec).await.unwrap();
+    VethDriver
+        .teardown(&node, &cluster.spec(&b, "prep-b", "eth1", 2))
+        .await
+        .unwrap();
+
+    // Prepared, then the allocation failed: teardown of the same early spec.
+    VethDriver.prepare(&node, &early).await.unwrap();
+    VethDriver.teardown(&node, &early).await.unwrap();
+    let node_after = NetState::capture(&cluster.node).unwrap();
+    assert_eq!(
+        node_after,
+        node_before,
+        "{:#?}",
+        node_after.diff(&node_before)
+    );
+    let pod_after = NetState::capture(&a).unwrap();
+    assert_eq!(pod_after, pod_before, "{:#?}", pod_after.diff(&pod_before));
 }

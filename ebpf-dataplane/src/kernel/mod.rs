@@ -399,13 +399,38 @@ impl Dataplane {
     /// [`Error::Multiple`] (or the single error) listing every attachment that failed; those
     /// are forgotten all the same.
     pub fn detach_interface(&mut self, interface: &str) -> Result<usize> {
+        let gone = self.take_interface(interface);
+        let count = gone.len();
+        attach::detach_every(gone)?;
+        Ok(count)
+    }
+
+    /// Removes the attachments on `interface` from this dataplane's list and returns them.
+    fn take_interface(&mut self, interface: &str) -> Vec<Attachment> {
         let (gone, kept): (Vec<_>, Vec<_>) = self
             .attachments
             .drain(..)
             .partition(|(_, a)| a.interface == interface);
         self.attachments = kept;
+        gone.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// Lets go of the attachments on `interface` after the interface itself was deleted (with
+    /// a pod's veth): the kernel removed its programs with it, so this only removes the link
+    /// pins and closes the handles. Unlike [`detach_interface`](Self::detach_interface) it
+    /// never waits: detaching a TCX link waits for an RCU grace period (milliseconds), which
+    /// deleting the device already paid. Returns how many attachments there were.
+    ///
+    /// Call it only once the interface is gone; on a live interface a clsact filter would
+    /// stay in place (a pinned TCX link would still go with its pin).
+    ///
+    /// # Errors
+    /// [`Error::Multiple`] (or the single error) naming every link pin that could not be
+    /// removed; those attachments are forgotten all the same.
+    pub fn forget_interface(&mut self, interface: &str) -> Result<usize> {
+        let gone = self.take_interface(interface);
         let count = gone.len();
-        attach::detach_every(gone.into_iter().map(|(_, a)| a))?;
+        attach::forget_every(gone)?;
         Ok(count)
     }
 

@@ -49,7 +49,7 @@ pub struct AgentConfig {
     /// The unix socket the plugin talks to (mode 0600). Default `/run/cnikit/agent.sock`.
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
-    /// Where the pool's records (`pool/`) and the endpoint records (`endpoints.json`) live.
+    /// Where the pool's records (`pool/`) and the endpoint records (`endpoints/`) live.
     /// Default `/var/lib/cnikit`.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,

@@ -264,13 +264,16 @@ impl SimVpc {
 impl EniLinks for SimVpc {
     async fn ensure(&self, alloc: &Allocation) -> Result<String, LinkError> {
         let mac = parse_mac(alloc)?;
-        let mut enis = self.enis.lock().await;
-        let (name, vpc_index) = match enis.get(&alloc.eni_id) {
-            Some(known) => known.clone(),
-            None => {
-                let made = self.make_eni(alloc, mac).await?;
-                enis.insert(alloc.eni_id.clone(), made.clone());
-                made
+        // The lock covers making an ENI once, not the routing below (concurrent `ADD`s).
+        let (name, vpc_index) = {
+            let mut enis = self.enis.lock().await;
+            match enis.get(&alloc.eni_id) {
+                Some(known) => known.clone(),
+                None => {
+                    let made = self.make_eni(alloc, mac).await?;
+                    enis.insert(alloc.eni_id.clone(), made.clone());
+                    made
+                }
             }
         };
         // The VPC delivers the address to its ENI.

@@ -90,9 +90,9 @@ impl Histogram {
 /// The agent's own counters.
 #[derive(Debug, Default)]
 pub struct AgentMetrics {
-    /// `ADD` as the agent sees it: from `allocate` to `wired`.
+    /// `ADD` as the agent sees it: from `add` (or `allocate`) to the pod's publication.
     pub add: Histogram,
-    /// `DEL` as the agent sees it: from `detach` to `release`.
+    /// `DEL` as the agent sees it: from `delete` (or `detach`) to the release.
     pub del: Histogram,
     /// Requests served, by outcome.
     pub requests_ok: AtomicU64,

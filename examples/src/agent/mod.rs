@@ -4,10 +4,11 @@
 //! - [`config`]: the configuration file (`--print-default-config` prints
 //!   [`config::AgentConfig::DEFAULT`]).
 //! - [`cloud`]: the cloud provider from the configuration (embedded simulator or Alibaba ECS).
-//! - [`service`]: what the agent does for each request, and why the plugin does the wiring.
+//! - [`service`]: what the agent does for each request, and who wires pods (the agent, by default).
 //! - [`server`]: the socket (mode 0600, one request per connection, deadlines).
 //! - [`endpoints`]: the records of wired pods (survive restarts) and the pool's liveness oracle.
 //! - [`links`]: finding an ENI's interface on the node, or simulating it.
+//! - [`sockets`]: netlink sockets for pod namespaces, opened while the address is allocated.
 //! - [`catalog`]: Services and network policies from a file.
 //! - [`metrics`]: Prometheus text format.
 
@@ -20,6 +21,7 @@ pub mod links;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod sockets;
 
 pub use config::AgentConfig;
 pub use service::{Agent, StartError};

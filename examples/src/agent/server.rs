@@ -145,6 +145,10 @@ async fn connection(
     let deadline = match &envelope.request {
         // The pool enforces the wait itself; the link and records get a little more.
         Request::Allocate(a) => Duration::from_millis(a.timeout_ms) + Duration::from_secs(5),
+        // The same, and the wiring.
+        Request::Add(a) => {
+            Duration::from_millis(a.allocate.timeout_ms) + Duration::from_secs(5) + DEFAULT_DEADLINE
+        }
         // GC tears down every stale attachment.
         Request::Gc { .. } => DEFAULT_DEADLINE * 6,
         _ => DEFAULT_DEADLINE,

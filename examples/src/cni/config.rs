@@ -29,6 +29,18 @@ pub enum PluginMode {
     ExclusiveEni,
 }
 
+/// Who wires the pod's namespace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Wiring {
+    /// The agent, in one call per command (`add`, `delete`): the fastest.
+    #[default]
+    Agent,
+    /// The plugin, between the agent's `allocate` and `wired` (the agent then needs no
+    /// netlink access to pod namespaces).
+    Plugin,
+}
+
 /// One entry of GC's valid-attachments list.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -62,6 +74,9 @@ pub struct NetConf {
     /// Wiring mode. Default `auto` (the agent's choice).
     #[serde(default)]
     pub mode: PluginMode,
+    /// Who wires the pod's namespace. Default `agent`.
+    #[serde(default)]
+    pub wiring: Wiring,
     /// How long `ADD` waits for an address when the pool is empty. Default 60 s. Other agent
     /// calls wait at most 10 s.
     #[serde(default = "default_timeout")]

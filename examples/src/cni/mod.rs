@@ -11,7 +11,7 @@ pub mod error;
 pub mod result;
 pub mod version;
 
-pub use config::{GcAttachment, NetConf, PluginMode};
+pub use config::{GcAttachment, NetConf, PluginMode, Wiring};
 pub use env::{Command, Environment};
 pub use error::{CniError, ErrorCode};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};

@@ -1,14 +1,17 @@
 //! The `cnikit` CNI plugin: `ADD`, `DEL`, `CHECK`, `STATUS`, `GC` and `VERSION`.
 //!
 //! The plugin is a short-lived process run by the container runtime in the node's network
-//! namespace. It asks the agent ([`crate::protocol`]) for an address, wires the pod's namespace
-//! itself with `cnikit-netns-setup`, tells the agent what it wired (the agent then attaches the
-//! eBPF dataplane and publishes the pod to DNS and Services), and prints the result.
+//! namespace. By default it makes one call to the agent ([`crate::protocol`]) per command: for
+//! `ADD` the agent allocates an address, wires the pod's namespace with `cnikit-netns-setup`
+//! using its long-lived netlink sockets, attaches the eBPF dataplane and publishes the pod to
+//! DNS and Services; the plugin prints the result. With `"wiring": "plugin"` the plugin wires
+//! the namespace itself between two agent calls (for an agent without `CAP_NET_ADMIN`, or to
+//! keep netlink work out of the agent).
 //!
 //! | command | steps |
 //! |---|---|
-//! | `ADD` | `allocate` → driver `setup` (idempotent, rolls back) → `wired` → result; on a failure after `allocate`: teardown and `release` |
-//! | `DEL` | `detach` → driver `teardown` (works when the netns is gone) → `release`; idempotent; without the agent it tears down from `prevResult` and queues the release in the agent's spool directory (the agent releases it when it is back) |
+//! | `ADD` | `add` (allocate → driver `setup`, idempotent, rolls back → record, attach, publish; on a failure after allocating: teardown and release) → result. `"wiring": "plugin"`: `allocate` → `setup` here → `wired` |
+//! | `DEL` | `delete` (unpublish → driver `teardown`, works when the netns is gone → release); idempotent. `"wiring": "plugin"`: `detach` → `teardown` here → `release`. Without the agent the plugin tears down from `prevResult` and queues the release in the agent's spool directory (the agent releases it when it is back) |
 //! | `CHECK` | `check` → `prevResult`'s address = the agent's → driver `check`: every drift is reported (code 100) |
 //! | `STATUS` | `status`: code 50 when the agent is unreachable or the pool cannot serve |
 //! | `GC` | `gc` with `cni.dev/valid-attachments`; every error is reported |
@@ -30,11 +33,11 @@ use serde_json::{Value, json};
 use crate::{
     cni::{
         CniError, CniResult, Command, Dns, Environment, ErrorCode, Interface, IpConfig, NetConf,
-        PluginMode, Route, Version, config::supported_list,
+        PluginMode, Route, Version, Wiring, config::supported_list,
     },
     protocol::{
-        AgentClient, AllocateRequest, ApiErrorKind, AttachmentKey, ClientError, Datapath,
-        PodAllocation, Reply, Request, WiredRequest,
+        AddRequest, AgentClient, AllocateRequest, ApiErrorKind, AttachmentKey, ClientError,
+        Datapath, DeleteRequest, PodAllocation, Reply, Request, WiredRequest,
     },
 };
 
@@ -123,17 +126,11 @@ impl Plugin<'_> {
             .map_err(|e| agent_error(&e))
     }
 
-    async fn add(&self) -> Result<Value, CniError> {
-        let network = self.conf.network()?.to_owned();
-        let prev = self.conf.prev_result()?;
-        let netns_path = self.env.netns.as_deref().unwrap_or_else(|| Path::new(""));
-        let netns = open_netns(netns_path)?;
-        let node = node()?;
-        let datapath = self.requested_datapath();
-        let attachment = self.attachment();
-        let request = Request::Allocate(AllocateRequest {
+    /// The `allocate` part of an `ADD`, from the environment and the configuration.
+    fn allocate_request(&self, network: String, netns: &Path) -> AllocateRequest {
+        AllocateRequest {
             network,
-            attachment: attachment.clone(),
+            attachment: self.attachment(),
             namespace: self
                 .env
                 .arg("K8S_POD_NAMESPACE")
@@ -144,13 +141,64 @@ impl Plugin<'_> {
                 .arg("K8S_POD_NAME")
                 .unwrap_or(self.env.container_id())
                 .to_owned(),
-            netns: Some(netns_path.to_path_buf()),
-            datapath,
+            netns: Some(netns.to_path_buf()),
+            datapath: self.requested_datapath(),
             timeout_ms: u64::try_from(self.conf.add_timeout().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// How long an `ADD`'s agent call may take: the allocation wait, and the wiring.
+    fn add_wait(&self) -> std::time::Duration {
+        self.conf.add_timeout() + std::time::Duration::from_secs(5)
+    }
+
+    /// `ADD`: one `add` call; the agent allocates, wires and publishes.
+    async fn add(&self) -> Result<Value, CniError> {
+        if self.conf.wiring == Wiring::Plugin {
+            return self.add_wiring_here().await;
+        }
+        let network = self.conf.network()?.to_owned();
+        let prev = self.conf.prev_result()?;
+        let netns_path = self.env.netns.as_deref().unwrap_or_else(|| Path::new(""));
+        let request = Request::Add(AddRequest {
+            allocate: self.allocate_request(network, netns_path),
+            mtu: self.conf.mtu,
         });
-        // The agent waits up to the allocation timeout; allow for the wiring around it.
-        let wait = self.conf.add_timeout() + std::time::Duration::from_secs(5);
-        let alloc = match self.client.call(request, wait).await {
+        let added = match self.client.call(request, self.add_wait()).await {
+            Ok(Reply::Added(a)) => a,
+            Ok(other) => return Err(unexpected("add", &other)),
+            Err(e) => return Err(agent_error(&e)),
+        };
+        tracing::info!(pod = %self.attachment(), ip = %added.allocation.ipv4, eni = %added.allocation.eni_id, datapath = %added.allocation.datapath, "added");
+        let ours = result_for(
+            &added.allocation,
+            &added.interface,
+            added.mac,
+            added.host_interface.as_deref(),
+            netns_path,
+        );
+        Ok(self.finish(prev, ours))
+    }
+
+    /// The result to print: ours, after the previous plugin's when chained.
+    fn finish(&self, prev: Option<CniResult>, ours: CniResult) -> Value {
+        let result = match prev {
+            Some(prev) => merge(prev, ours),
+            None => ours,
+        };
+        result.to_json(self.version)
+    }
+
+    /// `ADD` with `"wiring": "plugin"`: `allocate`, wire here, `wired`.
+    async fn add_wiring_here(&self) -> Result<Value, CniError> {
+        let network = self.conf.network()?.to_owned();
+        let prev = self.conf.prev_result()?;
+        let netns_path = self.env.netns.as_deref().unwrap_or_else(|| Path::new(""));
+        let netns = open_netns(netns_path)?;
+        let node = node()?;
+        let attachment = self.attachment();
+        let request = Request::Allocate(self.allocate_request(network, netns_path));
+        let alloc = match self.client.call(request, self.add_wait()).await {
             Ok(Reply::Allocated(a)) => a,
             Ok(other) => return Err(unexpected("allocate", &other)),
             Err(e) => return Err(agent_error(&e)),
@@ -191,11 +239,7 @@ impl Plugin<'_> {
             wired.host_interface.as_deref(),
             netns_path,
         );
-        let result = match prev {
-            Some(prev) => merge(prev, ours),
-            None => ours,
-        };
-        Ok(result.to_json(self.version))
+        Ok(self.finish(prev, ours))
     }
 
     /// The datapath the configuration insists on (`None`: the agent's). An `ipvlan` request
@@ -220,7 +264,31 @@ impl Plugin<'_> {
         )
     }
 
+    /// `DEL`: one `delete` call; when the agent cannot be reached, the plugin tears down
+    /// itself from the previous result (as with `"wiring": "plugin"`).
     async fn del(&self) -> Result<(), CniError> {
+        let attachment = self.attachment();
+        if self.conf.wiring == Wiring::Agent {
+            let request = Request::Delete(DeleteRequest {
+                attachment: attachment.clone(),
+                netns: self.env.netns.clone(),
+            });
+            match self.call(request).await {
+                Ok(Reply::Deleted(_)) => return Ok(()),
+                Ok(other) => return Err(unexpected("delete", &other)),
+                Err(e) if e.code == ErrorCode::TRY_AGAIN_LATER => {
+                    return self.del_wiring_here(Err(e)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let detached = self.call(Request::Detach(attachment)).await;
+        self.del_wiring_here(detached).await
+    }
+
+    /// `DEL` torn down by the plugin, after the agent's answer to `detach` (or the failure to
+    /// reach it).
+    async fn del_wiring_here(&self, detached: Result<Reply, CniError>) -> Result<(), CniError> {
         let attachment = self.attachment();
         let prev = self.conf.prev_result().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring an unreadable prevResult on DEL");
@@ -233,7 +301,6 @@ impl Plugin<'_> {
             .as_deref()
             .and_then(|p| Netns::from_path(p).ok());
         let node = node()?;
-        let detached = self.call(Request::Detach(attachment.clone())).await;
         let (alloc, agent_down) = match detached {
             Ok(Reply::Detached(a)) => (a, None),
             Ok(other) => return Err(unexpected("detach", &other)),
@@ -557,6 +624,8 @@ fn agent_error(e: &ClientError) -> CniError {
             ApiErrorKind::Exhausted | ApiErrorKind::Unavailable => ErrorCode::TRY_AGAIN_LATER,
             ApiErrorKind::NotFound => ErrorCode::UNKNOWN_CONTAINER,
             ApiErrorKind::InvalidRequest => ErrorCode::INVALID_ENVIRONMENT,
+            ApiErrorKind::InvalidNetns => ErrorCode::INVALID_NETNS,
+            ApiErrorKind::InvalidConfig => ErrorCode::INVALID_CONFIG,
             _ => ErrorCode::INTERNAL,
         },
         _ => ErrorCode::INTERNAL,

@@ -183,6 +183,24 @@ impl Node {
         Ok(Self::with_handles(handles, connector))
     }
 
+    /// The node in `netns` over `sockets` rtnetlink sockets (at least one), each served by a
+    /// thread of its own ([`RtNetlink::connect_on_own_thread`](crate::netlink::RtNetlink::connect_on_own_thread)):
+    /// a request the kernel serves slowly (a veth deletion waits for an RCU barrier) then
+    /// stalls neither the caller's runtime nor the other sockets. For an agent that wires and
+    /// tears down many pods at once; pod namespaces still get sockets on the caller's runtime.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub fn connect_threaded(netns: &Netns, sockets: usize) -> Result<Self> {
+        let handles = (0..sockets.max(1))
+            .map(|_| {
+                crate::netlink::RtNetlink::connect_on_own_thread(netns)
+                    .map(|h| Arc::new(h) as Handle)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::with_handles(handles, Arc::new(RtConnector)))
+    }
+
     /// The node in the calling thread's namespace, over rtnetlink.
     ///
     /// # Errors
@@ -374,6 +392,13 @@ pub(crate) async fn check_plan(
 ) -> Result<Vec<Drift>> {
     Executor::new(node.handle(), Some(pod_handle.as_ref()))
         .check(plan)
+        .await
+}
+
+/// Applies `plan` (links only, on both sides), rolling back on failure.
+pub(crate) async fn apply_links(node: &Node, pod_handle: &Handle, plan: &Plan) -> Result<Report> {
+    Executor::new(node.handle(), Some(pod_handle.as_ref()))
+        .apply(plan)
         .await
 }
 

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 
 use super::{
-    EniInfo, Mode, Node, PodDriver, Wired, apply_plan, apply_shared, check_plan, default_via,
-    find_eni, link_local_gateway, remove_plan, require_eni,
+    EniInfo, Mode, Node, PodDriver, Wired, apply_links, apply_plan, apply_shared, check_plan,
+    default_via, find_eni, link_local_gateway, remove_plan, require_eni,
 };
 use crate::{
     Result,
@@ -50,25 +50,8 @@ impl VethDriver {
             }
         }
 
-        plan.node(Object::Link(LinkSpec {
-            name: host.clone(),
-            origin: Origin::Veth {
-                peer: pod.ifname.clone(),
-            },
-            mtu,
-            up: true,
-            arp: None,
-            mac: Some(HOST_VETH_MAC),
-        }));
+        Self::pair(&mut plan, pod, mtu);
         let pod_mac = pod_veth_mac(&pod.container_id, &pod.ifname);
-        plan.pod(Object::Link(LinkSpec {
-            name: pod.ifname.clone(),
-            origin: Origin::VethPeer,
-            mtu,
-            up: true,
-            arp: None,
-            mac: Some(pod_mac),
-        }));
         for config in pod.ip_configs() {
             let gateway = link_local_gateway(config.family());
             plan.pod(Object::Address {
@@ -117,6 +100,46 @@ impl VethDriver {
             )));
         }
         plan
+    }
+
+    /// The veth pair's two links (host end with its fixed MAC, pod end with its derived one).
+    fn pair(plan: &mut Plan, pod: &PodNetwork, mtu: Option<u32>) {
+        plan.node(Object::Link(LinkSpec {
+            name: host_veth_name(&pod.container_id, &pod.ifname),
+            origin: Origin::Veth {
+                peer: pod.ifname.clone(),
+            },
+            mtu,
+            up: true,
+            arp: None,
+            mac: Some(HOST_VETH_MAC),
+        }));
+        plan.pod(Object::Link(LinkSpec {
+            name: pod.ifname.clone(),
+            origin: Origin::VethPeer,
+            mtu,
+            up: true,
+            arp: None,
+            mac: Some(pod_veth_mac(&pod.container_id, &pod.ifname)),
+        }));
+    }
+
+    /// Creates `pod`'s veth pair (both ends up, with their hardware addresses and `pod.mtu`)
+    /// before the pod's addresses are known, for an agent that wires while it allocates them;
+    /// a later [`setup`](PodDriver::setup) of the pod finds the pair and adds the rest (and
+    /// corrects the MTU if the ENI's differs). Only `pod`'s container id, interface name,
+    /// namespace and MTU are used (its ENI reference must be well-formed, e.g. an index no
+    /// link has, but is not looked up). Idempotent; on failure nothing it created is left. A pair prepared
+    /// for a pod that is then not wired is removed by [`teardown`](PodDriver::teardown).
+    ///
+    /// # Errors
+    /// As `setup`.
+    pub async fn prepare(&self, node: &Node, pod: &PodNetwork) -> Result<Report> {
+        pod.validate_names()?;
+        let pod_handle = node.required_pod_handle(pod)?;
+        let mut plan = Plan::default();
+        Self::pair(&mut plan, pod, pod.mtu);
+        apply_links(node, &pod_handle, &plan).await
     }
 
     /// The ENI if present, else a stand-in: teardown must work after the ENI is gone.

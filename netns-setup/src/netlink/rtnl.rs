@@ -91,6 +91,74 @@ impl RtNetlink {
             dumps: Arc::default(),
         })
     }
+
+    /// Opens a netlink socket inside `netns` whose connection runs on a thread of its own
+    /// (with a single-threaded runtime), not on the caller's runtime; the thread ends when
+    /// the last clone of the handle is dropped.
+    ///
+    /// The kernel serves a netlink request inside the sending thread's `sendmsg`, and some
+    /// requests take long there: deleting a veth waits for an RCU barrier (10–20 ms). On the
+    /// caller's runtime that would stall a worker thread and every other request on the
+    /// socket; here it stalls this socket's thread only. Right for a long-lived agent that
+    /// tears down many pods at once (use several such sockets). Needs no runtime to call.
+    ///
+    /// # Errors
+    /// [`Error::Netns`] when the namespace cannot be entered or the socket or its runtime
+    /// cannot be created.
+    pub fn connect_on_own_thread(netns: &Netns) -> Result<Self> {
+        let fd = netns
+            .fd()
+            .ok_or_else(|| {
+                Error::netns(
+                    netns.to_string(),
+                    std::io::Error::new(std::io::ErrorKind::Unsupported, "not a kernel namespace"),
+                )
+            })?
+            .try_clone_to_owned()
+            .map_err(|e| Error::netns(netns.to_string(), e))?;
+        let label = netns.to_string();
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("cnikit-netlink".to_owned())
+            .spawn(move || {
+                let opened = (|| -> Result<_> {
+                    setns(&fd, CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| Error::netns(format!("entering {label}"), e))?;
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_io()
+                        .build()
+                        .map_err(|e| Error::netns(format!("netlink runtime in {label}"), e))?;
+                    let (connection, handle, _messages) = {
+                        let _entered = runtime.enter();
+                        rtnetlink::new_connection_with_strict_check()
+                            .map_err(|e| Error::netns(format!("netlink socket in {label}"), e))?
+                    };
+                    Ok((runtime, connection, handle))
+                })();
+                match opened {
+                    Ok((runtime, connection, handle)) => {
+                        if opened_tx.send(Ok(handle)).is_ok() {
+                            runtime.block_on(connection);
+                        }
+                    }
+                    Err(e) => {
+                        opened_tx.send(Err(e)).ok();
+                    }
+                }
+            })
+            .map_err(|e| Error::netns(netns.to_string(), e))?;
+        let handle = opened_rx.recv().map_err(|_| {
+            Error::netns(
+                netns.to_string(),
+                std::io::Error::other("netlink thread ended"),
+            )
+        })??;
+        Ok(Self {
+            netns: netns.clone(),
+            handle,
+            dumps: Arc::default(),
+        })
+    }
 }
 
 /// Opens [`RtNetlink`] handles.
