@@ -4,7 +4,7 @@
 //! Who wires: the agent, by default (`add` and `delete`: one call per `ADD` or `DEL`). It keeps
 //! netlink sockets open in the node namespace, opens the pod's socket while the pool allocates
 //! the address, and saves the plugin one round trip and its own sockets: measured with
-//! `cni_add_del`, this took `ADD` from ~0.8x to ~0.6-0.7x of the reference `ptp` plugin's time
+//! `cni_add_del`, this took `ADD` from ~0.8x to 0.51-0.59x of the reference `ptp` plugin's time
 //! (docs/benchmarks.md). Wiring runs as tasks on the agent's runtime, each pod on its own
 //! sockets, so one slow pod does not hold up the others; teardown runs on sockets served by
 //! threads of their own, because a veth deletion blocks in the kernel (an RCU barrier) for
