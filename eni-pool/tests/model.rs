@@ -438,11 +438,21 @@ impl World {
     async fn settle_and_check(&mut self) {
         self.set_faults(Faults::None);
         // Release what vanished pods hold first, then wait for the pool to come to rest.
-        let report = self.pool.gc().await;
-        assert!(report.errors.is_empty(), "GC errors: {report:?}");
-        self.forget_released();
         let mut settled = false;
+        let mut quiet_before = false;
         for _ in 0..60 {
+            // GC may adopt addresses whose assignment answer was lost (then idle is above the
+            // high watermark until the pool trims it): settled means two quiet rounds in a
+            // row whose last GC changed nothing, so GC runs in every round.
+            let report = self.pool.gc().await;
+            assert!(report.errors.is_empty(), "GC errors: {report:?}");
+            self.forget_released();
+            let gc_changed = report.adopted_ips > 0
+                || report.dropped_ips > 0
+                || !report.released_pods.is_empty()
+                || !report.adopted_enis.is_empty()
+                || !report.vanished_enis.is_empty()
+                || !report.orphan_enis.is_empty();
             tokio::time::sleep(Duration::from_secs(30)).await;
             let m = self.pool.metrics();
             let quiet = m.shared.being_added == 0
@@ -457,10 +467,11 @@ impl World {
                 && m.exclusive.idle <= 1
                 && m.shared.cooling == 0
                 && m.exclusive.cooling == 0;
-            if quiet {
+            if quiet && quiet_before && !gc_changed {
                 settled = true;
                 break;
             }
+            quiet_before = quiet;
         }
         let report = self.pool.gc().await;
         assert!(report.errors.is_empty(), "GC errors: {report:?}");
