@@ -70,6 +70,17 @@ fn with_prev(conf: &Value, add: &CniOutcome) -> Value {
     c
 }
 
+/// `DEL` of `<prefix>-<i>` in `pods[i]`, each of which must succeed.
+fn del_each(node: &TestNode, conf: &Value, prefix: &str, pods: &[TestNetns]) {
+    for (i, pod) in pods.iter().enumerate() {
+        let id = format!("{prefix}-{i}");
+        let del = node
+            .cni("DEL", conf, &id, Some(pod.path()), "eth0", "")
+            .unwrap();
+        assert!(del.success, "DEL {id}: {}", del.stdout);
+    }
+}
+
 fn expect_code(outcome: &CniOutcome, code: u64, what: &str) {
     assert!(!outcome.success, "{what}: succeeded: {}", outcome.stdout);
     assert_eq!(outcome.code(), Some(code), "{what}: {}", outcome.stdout);
@@ -532,19 +543,7 @@ fn agent_restart_in_the_middle_of_a_burst() {
         "wiring survived the restart"
     );
     let calls_before = cloud.cloud.total_calls();
-    for (i, pod) in pods.iter().enumerate() {
-        let del = node
-            .cni(
-                "DEL",
-                &conf,
-                &format!("r-{i}"),
-                Some(pod.path()),
-                "eth0",
-                "",
-            )
-            .unwrap();
-        assert!(del.success, "{}", del.stdout);
-    }
+    del_each(&node, &conf, "r", &pods);
     assert_eq!(host_veths(&node), 0);
     assert!(cloud.cloud.total_calls() >= calls_before);
 }
@@ -771,19 +770,7 @@ fn failed_adds_leave_the_node_as_it_was() {
         "the holder still works"
     );
 
-    for (i, pod) in pods[..capacity].iter().enumerate() {
-        let del = node
-            .cni(
-                "DEL",
-                &conf,
-                &format!("full-{i}"),
-                Some(pod.path()),
-                "eth0",
-                "",
-            )
-            .unwrap();
-        assert!(del.success, "DEL {i}: {}", del.stdout);
-    }
+    del_each(&node, &conf, "full", &pods[..capacity]);
     assert_eq!(host_veths(&node), 0);
     assert_eq!(stats().attachments, 0);
 }

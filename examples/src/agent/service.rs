@@ -415,8 +415,6 @@ impl Agent {
     /// # Errors
     /// The [`ApiError`] to send back.
     pub async fn handle(&self, request: Request) -> Result<Reply, ApiError> {
-        let started = Instant::now();
-        let op = request.op();
         let result = match request {
             Request::Add(req) => {
                 let _guard = self.serialise(&req.allocate.attachment).await;
@@ -454,12 +452,6 @@ impl Agent {
             &self.metrics.requests_failed
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(
-            op,
-            ok = result.is_ok(),
-            elapsed_us = started.elapsed().as_micros(),
-            "served"
-        );
         result
     }
 
@@ -593,20 +585,15 @@ impl Agent {
         mut error: ApiError,
     ) -> ApiError {
         if let Some((pod, mode)) = wired {
+            let torn = mode.driver().teardown(&self.teardown_node, pod).await;
+            if let Err(e) = &torn {
+                error
+                    .message
+                    .push_str(&format!("; undoing the wiring: {e}"));
+            }
             let host = host_veth_name(&pod.container_id, &pod.ifname);
-            match mode.driver().teardown(&self.teardown_node, pod).await {
-                // The veth went, with the programs on it.
-                Ok(()) => self.forget_programs(&host),
-                Err(e) => {
-                    error
-                        .message
-                        .push_str(&format!("; undoing the wiring: {e}"));
-                    if let Some(dp) = &self.dataplane
-                        && let Err(d) = lock(dp).detach_interface(&host)
-                    {
-                        error.message.push_str(&format!("; detaching: {d}"));
-                    }
-                }
+            if let Err(e) = self.let_go_of_programs(&host, torn.is_ok()) {
+                error.message.push_str(&format!("; the dataplane: {e}"));
             }
         }
         if let Err(e) = self.release(attachment).await {
@@ -624,35 +611,22 @@ impl Agent {
         let key = &req.attachment;
         lock(&self.started).insert((key.clone(), false), Instant::now());
         let record = self.unpublish(key, Unpublish::KeepAttachment)?;
-        let host_interface = record.as_ref().and_then(|r| r.host_interface.clone());
         let torn = match self.find(key) {
+            // The namespace may be gone already; teardown then cleans the node side.
             Some(alloc) => {
-                let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
-                let datapath = record.as_ref().map_or(self.datapath, |r| r.datapath);
-                let network = record.as_ref().map_or("", |r| r.network.as_str());
-                let pa = self.pod_allocation(network, &alloc, eni_interface, datapath);
-                // The namespace may be gone already; teardown then cleans the node side.
                 let netns = req.netns.as_deref().and_then(|p| Netns::from_path(p).ok());
-                let pod = pod_network(&key.container_id, &key.ifname, &pa, None, netns);
-                datapath
-                    .mode()
-                    .driver()
-                    .teardown(&self.teardown_node, &pod)
-                    .await
+                self.tear_down(key, &alloc, record.as_ref(), netns).await
             }
-            None => Ok(()),
+            None => {
+                // Nothing was torn down: the programs are detached, not forgotten.
+                if let Some(iface) = record.as_ref().and_then(|r| r.host_interface.as_deref())
+                    && let Err(e) = self.let_go_of_programs(iface, false)
+                {
+                    tracing::warn!(pod = %key, error = %e, "detaching the dataplane");
+                }
+                Ok(())
+            }
         };
-        if let (Some(dp), Some(iface)) = (&self.dataplane, &host_interface) {
-            let mut dp = lock(dp);
-            let let_go = if torn.is_ok() {
-                dp.forget_interface(iface)
-            } else {
-                dp.detach_interface(iface)
-            };
-            if let Err(e) = let_go {
-                tracing::warn!(pod = %key, error = %e, "letting go of the dataplane");
-            }
-        }
         if let Err(e) = torn {
             // The address stays held: a retried `DEL` tears down again, then releases.
             return Err(wire_error(key, &e, "tearing down"));
@@ -865,12 +839,22 @@ impl Agent {
         Ok(())
     }
 
-    /// Lets go of the programs on a veth that was deleted.
-    fn forget_programs(&self, iface: &str) {
-        if let Some(dp) = &self.dataplane
-            && let Err(e) = lock(dp).forget_interface(iface)
-        {
-            tracing::warn!(interface = iface, error = %e, "letting go of the dataplane");
+    /// Lets go of the dataplane's programs on a pod's veth: forgets them when the veth was
+    /// deleted (they went with it, and a detach would wait for an RCU grace period), else
+    /// detaches them.
+    fn let_go_of_programs(
+        &self,
+        iface: &str,
+        deleted: bool,
+    ) -> Result<(), cnikit_ebpf_dataplane::Error> {
+        let Some(dp) = &self.dataplane else {
+            return Ok(());
+        };
+        let mut dp = lock(dp);
+        if deleted {
+            dp.forget_interface(iface).map(drop)
+        } else {
+            dp.detach_interface(iface).map(drop)
         }
     }
 
@@ -927,18 +911,48 @@ impl Agent {
         let Some(alloc) = self.find(key) else {
             return Ok(None);
         };
-        let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
-        let datapath = record.as_ref().map_or(self.datapath, |r| r.datapath);
-        let network = record
-            .as_ref()
-            .map_or("", |r| r.network.as_str())
-            .to_owned();
-        Ok(Some(self.pod_allocation(
-            &network,
-            &alloc,
-            eni_interface,
-            datapath,
-        )))
+        Ok(Some(
+            self.recorded_allocation(&alloc, record.as_ref()).await,
+        ))
+    }
+
+    /// What `alloc` was wired with: the pod's record when there is one, else the agent's
+    /// defaults.
+    async fn recorded_allocation(
+        &self,
+        alloc: &Allocation,
+        record: Option<&EndpointRecord>,
+    ) -> PodAllocation {
+        let eni_interface = self.eni_interface(alloc, record).await;
+        let datapath = record.map_or(self.datapath, |r| r.datapath);
+        let network = record.map_or("", |r| r.network.as_str());
+        self.pod_allocation(network, alloc, eni_interface, datapath)
+    }
+
+    /// Tears down `alloc`'s wiring (`netns` `None`: the namespace is gone, the node side is
+    /// cleaned by name), then lets go of the dataplane's programs on the pod's veth: forgotten
+    /// when the veth went with the teardown, detached when the teardown failed.
+    async fn tear_down(
+        &self,
+        key: &AttachmentKey,
+        alloc: &Allocation,
+        record: Option<&EndpointRecord>,
+        netns: Option<Netns>,
+    ) -> cnikit_netns_setup::Result<()> {
+        let pa = self.recorded_allocation(alloc, record).await;
+        let pod = pod_network(&key.container_id, &key.ifname, &pa, None, netns);
+        let torn = pa
+            .datapath
+            .mode()
+            .driver()
+            .teardown(&self.teardown_node, &pod)
+            .await;
+        if let Some(iface) = record.and_then(|r| r.host_interface.as_deref())
+            && let Err(e) = self.let_go_of_programs(iface, torn.is_ok())
+        {
+            tracing::warn!(pod = %key, error = %e, "letting go of the dataplane");
+        }
+        torn
     }
 
     async fn release(&self, key: &AttachmentKey) -> Result<bool, ApiError> {
@@ -1005,19 +1019,10 @@ impl Agent {
             }
             let _guard = self.serialise(&key).await;
             // The pod's namespace is gone or forgotten: remove the node side by name.
-            let datapath = record.as_ref().map_or(self.datapath, |r| r.datapath);
-            if let Err(e) = self.unpublish(&key, Unpublish::Detach) {
+            if let Err(e) = self.unpublish(&key, Unpublish::KeepAttachment) {
                 reply.errors.push(format!("{key}: {}", e.message));
             }
-            let eni_interface = self.eni_interface(&alloc, record.as_ref()).await;
-            let pa = self.pod_allocation(network, &alloc, eni_interface, datapath);
-            let pod = pod_network(&key.container_id, &key.ifname, &pa, None, None);
-            if let Err(e) = datapath
-                .mode()
-                .driver()
-                .teardown(&self.teardown_node, &pod)
-                .await
-            {
+            if let Err(e) = self.tear_down(&key, &alloc, record.as_ref(), None).await {
                 reply.errors.push(format!("{key}: teardown: {e}"));
             }
             match self.pool.release(&alloc.pod).await {
