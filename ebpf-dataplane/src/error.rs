@@ -53,6 +53,15 @@ pub enum Error {
         #[source]
         source: Source,
     },
+    /// Adding a `clsact` qdisc to an interface failed.
+    #[error("adding a clsact qdisc to {interface}: {source}")]
+    Qdisc {
+        /// The interface, resolved in the calling thread's network namespace.
+        interface: String,
+        /// What failed.
+        #[source]
+        source: Source,
+    },
     /// TCX was requested but the kernel is older than 6.6.
     #[error("TCX attachment needs Linux >= 6.6")]
     TcxUnsupported,

@@ -71,7 +71,7 @@ mod probe;
 mod protocol;
 mod service;
 
-pub use attach::{AttachMode, AttachedVia, Direction, tcx_supported};
+pub use attach::{AttachMode, AttachedVia, Direction, hold_tc_hooks, tcx_supported};
 pub use config::{Capacity, Table, Timeouts};
 pub use error::Error;
 pub use kernel::{

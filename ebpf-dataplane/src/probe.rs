@@ -81,7 +81,7 @@ impl ProbeProgram {
         mode: AttachMode,
     ) -> Result<AttachedVia> {
         let program = classifier(&mut self.ebpf)?;
-        let attachment = attach::attach(program, PROGRAM, interface, direction, mode, None)?;
+        let attachment = attach::attach(program, PROGRAM, interface, direction, mode, None, false)?;
         let via = attachment.via;
         self.attachments.push(attachment);
         Ok(via)

@@ -18,7 +18,7 @@ use std::{
 use cnikit_ebpf_dataplane::{
     AttachMode, Capacity, ConntrackEntry, Dataplane, EndpointPolicy, Error, Hook, Packet,
     PacketPath, Peer, PolicyTable, ReferenceModel, Rule, Service, ServiceKey, ServiceTable,
-    Statistics, Verdict, tcp_flags, tcx_supported,
+    Statistics, Verdict, hold_tc_hooks, tcp_flags, tcx_supported,
 };
 use cnikit_test_support::{bpffs::TestBpffs, require, require_root};
 use common::{CLIENT, CLIENT2, Cluster, Conn, TCP_PORT, VIP, backend_ip};
@@ -293,4 +293,54 @@ fn forget_interface_after_deletion_via_tcx() {
 fn forget_interface_after_deletion_via_clsact() {
     require_root!("forget_interface_after_deletion_via_clsact");
     forget_a_deleted_interface(AttachMode::Clsact);
+}
+
+/// An agent holds the tc hooks on an interface that outlives its pods (the ENI's): the qdisc
+/// is there (and stays through a second call), endpoints attached afterwards through clsact
+/// work, detaching every endpoint leaves it, and a missing interface is a typed error.
+#[test]
+fn held_tc_hooks_outlive_the_endpoints() {
+    require_root!("held_tc_hooks_outlive_the_endpoints");
+    let cluster = Cluster::new(&[CLIENT, CLIENT2], 1);
+    let node = cluster.net.node();
+    let held = cluster.pod(CLIENT2).host_if.clone();
+    let qdiscs = || -> io::Result<String> {
+        let out = node
+            .command("tc")?
+            .args(["qdisc", "show", "dev", &held])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert!(!qdiscs().unwrap().contains("clsact"), "no clsact yet");
+    node.run(|| hold_tc_hooks(&held)).unwrap();
+    node.run(|| hold_tc_hooks(&held)).unwrap();
+    assert_eq!(
+        qdiscs().unwrap().matches("clsact").count(),
+        1,
+        "one clsact qdisc"
+    );
+    match node.run(|| hold_tc_hooks("cnk-no-such")) {
+        Err(Error::Qdisc { interface, .. }) => assert_eq!(interface, "cnk-no-such"),
+        other => panic!("expected Error::Qdisc, got {other:?}"),
+    }
+
+    let mut dp = Dataplane::builder().capacity(capacity()).load().unwrap();
+    cluster.attach(&mut dp, AttachMode::Clsact);
+    let key = ServiceKey::tcp(VIP, 80);
+    dp.upsert_service(&Service::new(
+        key,
+        [SocketAddrV4::new(backend_ip(0), TCP_PORT)],
+    ))
+    .unwrap();
+    for client in [CLIENT, CLIENT2] {
+        let mut conn = Conn::open(&cluster.pod(client).netns, SocketAddrV4::new(VIP, 80)).unwrap();
+        assert_eq!(
+            conn.ask().unwrap(),
+            backend_ip(0),
+            "translated for {client}"
+        );
+        conn.close();
+    }
+    dp.detach_all().unwrap();
+    assert!(qdiscs().unwrap().contains("clsact"), "the held qdisc stays");
 }

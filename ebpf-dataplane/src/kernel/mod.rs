@@ -338,6 +338,18 @@ impl Dataplane {
         direction: Direction,
         mode: AttachMode,
     ) -> Result<AttachedVia> {
+        self.attach_program(interface, hook, direction, mode, false)
+    }
+
+    /// [`attach`](Self::attach); `has_clsact`: the interface was just given its `clsact` qdisc.
+    fn attach_program(
+        &mut self,
+        interface: &str,
+        hook: Hook,
+        direction: Direction,
+        mode: AttachMode,
+        has_clsact: bool,
+    ) -> Result<AttachedVia> {
         // bpffs refuses names with dots, which interface names may have (VLANs); interface
         // names cannot contain ':'.
         let persist = self.pin_dir.as_ref().map(|dir| Persist {
@@ -351,8 +363,15 @@ impl Dataplane {
         });
         let name = hook.program();
         let program = classifier(&mut self.ebpf, name)?;
-        let attachment =
-            attach::attach(program, name, interface, direction, mode, persist.as_ref())?;
+        let attachment = attach::attach(
+            program,
+            name,
+            interface,
+            direction,
+            mode,
+            persist.as_ref(),
+            has_clsact,
+        )?;
         let via = attachment.via;
         self.attachments.push((hook, attachment));
         Ok(via)
@@ -371,7 +390,11 @@ impl Dataplane {
         let from = Hook::FromEndpoint;
         let via = self.attach(interface, from, placement.direction(from), mode)?;
         let to = Hook::ToEndpoint;
-        if let Err(e) = self.attach(interface, to, placement.direction(to), mode) {
+        // The first attachment gave the interface its qdisc when it went through clsact.
+        let has_clsact = via == AttachedVia::Clsact;
+        if let Err(e) =
+            self.attach_program(interface, to, placement.direction(to), mode, has_clsact)
+        {
             if let Some((_, first)) = self.attachments.pop()
                 && let Err(undo) = first.detach()
             {

@@ -30,7 +30,7 @@ use cnikit_dns_autopath::{
 };
 use cnikit_ebpf_dataplane::{
     AttachMode, Dataplane, EndpointPolicy, Placement, PolicyTable, Service, ServiceKey,
-    ServiceTable,
+    ServiceTable, hold_tc_hooks,
 };
 use cnikit_eni_pool::{
     AllocateRequest as PoolRequest, Allocation, FileStore, PodKey, Pool, PoolConfig, ResourceKind,
@@ -718,8 +718,29 @@ impl Agent {
     /// the VPC's route to the address); remembered per ENI.
     async fn link(&self, alloc: &Allocation) -> Result<String, super::links::LinkError> {
         let name = self.links.ensure(alloc).await?;
-        lock(&self.eni_names).insert(alloc.eni_id.clone(), name.clone());
+        self.remember_eni(alloc, &name).await;
         Ok(name)
+    }
+
+    /// Remembers the node interface of `alloc`'s ENI. The first time, when pods share the ENI
+    /// and the dataplane runs, it also holds the tc hooks there: the ENI outlives its pods, and
+    /// a qdisc on it keeps the kernel's tc hooks on, so that a pod's attach and deletion never
+    /// switch them (patching every CPU's code) when the node's pod count crosses zero.
+    async fn remember_eni(&self, alloc: &Allocation, name: &str) {
+        let first = lock(&self.eni_names)
+            .insert(alloc.eni_id.clone(), name.to_owned())
+            .is_none();
+        if !(first && self.dataplane.is_some() && alloc.kind == ResourceKind::SharedIp) {
+            return;
+        }
+        let iface = name.to_owned();
+        let held = tokio::task::spawn_blocking(move || hold_tc_hooks(&iface))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err(error) = held {
+            tracing::warn!(eni = %alloc.eni_id, interface = name, %error, "holding the tc hooks");
+        }
     }
 
     /// The node interface of `alloc`'s ENI: known from this run, else from the record, else
@@ -733,7 +754,7 @@ impl Agent {
         }
         match self.links.ensure(alloc).await {
             Ok(name) => {
-                lock(&self.eni_names).insert(alloc.eni_id.clone(), name.clone());
+                self.remember_eni(alloc, &name).await;
                 name
             }
             Err(e) => {
