@@ -164,6 +164,21 @@ fn every_operation_in_every_version() {
         expect_code(&check, 3, "CHECK after DEL");
     }
     assert_eq!(host_veths(&node), 0);
+    // The ENI's interface keeps the qdisc that holds the kernel's tc hooks after its last pod.
+    let out = node
+        .node
+        .command("tc")
+        .unwrap()
+        .args(["qdisc", "show"])
+        .output()
+        .unwrap();
+    let qdiscs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        qdiscs
+            .lines()
+            .any(|l| l.contains("clsact") && (l.contains("dev eth") || l.contains("dev eni"))),
+        "{qdiscs}"
+    );
 
     // STATUS and GC exist from 1.1.0 on.
     let status = node
