@@ -18,7 +18,7 @@ use std::{
 use cnikit_ebpf_dataplane::{
     AttachMode, Capacity, ConntrackEntry, Dataplane, EndpointPolicy, Error, Hook, Packet,
     PacketPath, Peer, PolicyTable, ReferenceModel, Rule, Service, ServiceKey, ServiceTable,
-    Statistics, Verdict, hold_tc_hooks, tcp_flags, tcx_supported,
+    Statistics, Verdict, hold_tc_hooks, tcp_flags,
 };
 use cnikit_test_support::{bpffs::TestBpffs, require, require_root};
 use common::{CLIENT, CLIENT2, Cluster, Conn, TCP_PORT, VIP, backend_ip};
@@ -180,12 +180,8 @@ fn agent_restart_keeps_connections_via_tcx() {
     require_root!("agent_restart_keeps_connections_via_tcx");
     require!(
         "agent_restart_keeps_connections_via_tcx",
-        "TCX (Linux >= 6.6)",
-        if tcx_supported() {
-            Ok(())
-        } else {
-            Err("kernel older than 6.6")
-        }
+        common::TCX,
+        common::tcx()
     );
     restart(AttachMode::Tcx);
 }
@@ -279,12 +275,8 @@ fn forget_interface_after_deletion_via_tcx() {
     require_root!("forget_interface_after_deletion_via_tcx");
     require!(
         "forget_interface_after_deletion_via_tcx",
-        "TCX (Linux >= 6.6)",
-        if tcx_supported() {
-            Ok(())
-        } else {
-            Err("kernel older than 6.6")
-        }
+        common::TCX,
+        common::tcx()
     );
     forget_a_deleted_interface(AttachMode::Tcx);
 }

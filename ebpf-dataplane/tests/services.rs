@@ -19,7 +19,7 @@ use std::{
 
 use cnikit_ebpf_dataplane::{
     AttachMode, Capacity, Dataplane, Hook, Packet, PacketPath, Placement, ReferenceModel, Service,
-    ServiceKey, ServiceTable, Statistics, Verdict, tcx_supported,
+    ServiceKey, ServiceTable, Statistics, Verdict,
 };
 use cnikit_test_support::{require, require_root};
 use common::{
@@ -121,12 +121,8 @@ fn tcp_and_udp_through_a_vip_via_tcx() {
     require_root!("tcp_and_udp_through_a_vip_via_tcx");
     require!(
         "tcp_and_udp_through_a_vip_via_tcx",
-        "TCX (Linux >= 6.6)",
-        if tcx_supported() {
-            Ok(())
-        } else {
-            Err("kernel older than 6.6")
-        }
+        common::TCX,
+        common::tcx()
     );
     through_vip(AttachMode::Tcx);
 }
@@ -177,12 +173,8 @@ fn detach_interface_removes_only_that_endpoint_via_tcx() {
     require_root!("detach_interface_removes_only_that_endpoint_via_tcx");
     require!(
         "detach_interface_removes_only_that_endpoint_via_tcx",
-        "TCX (Linux >= 6.6)",
-        if tcx_supported() {
-            Ok(())
-        } else {
-            Err("kernel older than 6.6")
-        }
+        common::TCX,
+        common::tcx()
     );
     detach_one_interface(AttachMode::Tcx);
 }

@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use cnikit_ebpf_dataplane::{AttachMode, Dataplane, Placement};
+use cnikit_ebpf_dataplane::{AttachMode, Dataplane, Placement, tcx_supported};
 use cnikit_test_support::{netns::TestNetns, pods::PodNetwork};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
@@ -226,4 +226,16 @@ pub fn udp_ask(socket: &UdpSocket, to: SocketAddrV4) -> io::Result<(Ipv4Addr, So
 /// A UDP socket bound in `netns`.
 pub fn udp_socket(netns: &TestNetns, local: SocketAddrV4) -> UdpSocket {
     netns.run(|| UdpSocket::bind(local)).unwrap()
+}
+
+/// The TCX requirement, for `require!(test, TCX, common::tcx())`.
+pub const TCX: &str = "TCX (Linux >= 6.6)";
+
+/// Whether this kernel can attach through TCX.
+pub fn tcx() -> Result<(), &'static str> {
+    if tcx_supported() {
+        Ok(())
+    } else {
+        Err("kernel older than 6.6")
+    }
 }
