@@ -8,4 +8,6 @@ require_root
 scripts/setup.sh
 # The demo runs the `cnikit` plugin and `cnikit-agent` binaries built beside it.
 cargo build --release --locked -p cnikit-examples --bins
+# The plugin statically linked, as nodes run it (replaces the dynamic build beside the demo).
+scripts/static-plugin.sh --release >/dev/null
 exec "${CARGO_TARGET_DIR:-target}/release/cnikit-demo" "$@"

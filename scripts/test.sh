@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole cnikit test suite, as CI runs it: setup, formatting, the eBPF object's freshness,
-# clippy, docs, every test (privileged ones included: run as root), the tests that need other
-# kernels (qemu VMs booting Debian 6.1 and 6.12), bench smoke runs, packaging.
+# clippy, docs, every test (privileged ones included: run as root), the CNI tests again with the
+# statically linked plugin, the tests that need other kernels (qemu VMs booting Debian 6.1 and
+# 6.12), bench smoke runs, packaging.
 # Prints each stage's duration. Run as root on Debian 12: `sudo ./scripts/test.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,11 @@ sort "$CNIKIT_PRIVILEGED_LOG" | sed 's/^/    /'
 if [ "${CI:-}" = "true" ] && [ ! -s "$CNIKIT_PRIVILEGED_LOG" ]; then
   echo "::: no privileged test ran under CI=true" >&2; exit 1
 fi
+# The plugin as nodes run it (statically linked, scripts/static-plugin.sh) through the CNI
+# conformance test: every command in every version, against the agent.
+static_plugin=$(realpath -m "${CARGO_TARGET_DIR:-target}/cni/cnikit")
+stage static     bash -c "scripts/static-plugin.sh '$static_plugin' &&
+  CNIKIT_PLUGIN='$static_plugin' cargo test --locked -p cnikit-examples --test cni_exec"
 stage vmtest     cargo xtask vmtest all
 stage benches    cargo test --workspace --benches --locked
 # Package every publishable crate together (unpublished ones: test-support, examples, benches,

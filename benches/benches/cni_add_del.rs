@@ -4,9 +4,12 @@
 //! through the same exec harness in the same run, alternating; then pods per second for a
 //! 100-pod burst on a warm node, for both.
 //!
-//! The plugin is `cnikit-bench-plugin`, this package's build of the `cnikit` binary (a bench
-//! cannot use another package's binaries); this executable plays `cnikit-agent` itself
-//! (through a symlink). Everything runs in throwaway namespaces. Needs root.
+//! The plugin is `cnikit-examples`' `cnikit` linked statically, as nodes should run it, which
+//! this package's build script builds for release builds (`cargo bench`); test builds, and
+//! machines where that build fails, run `cnikit-bench-plugin`, this package's dynamically
+//! linked build of the same binary (a bench cannot use another package's binaries). The
+//! `BENCH` line says which (`plugin=static|dynamic`). This executable plays `cnikit-agent`
+//! itself (through a symlink). Everything runs in throwaway namespaces. Needs root.
 
 #![allow(
     clippy::unwrap_used,
@@ -143,7 +146,11 @@ fn run() {
     // The agent is this executable (started once); the plugin is its own binary, as small as
     // the shipped `cnikit`, since its start is part of every ADD and DEL.
     let mut bins = Binaries::self_exec(&dir).unwrap();
-    bins.plugin = env!("CARGO_BIN_EXE_cnikit-bench-plugin").into();
+    let (plugin, linked) = match env!("CNIKIT_STATIC_PLUGIN") {
+        "" => (env!("CARGO_BIN_EXE_cnikit-bench-plugin"), "dynamic"),
+        path => (path, "static"),
+    };
+    bins.plugin = plugin.into();
     let mut node = TestNode::new(bins).unwrap();
     // A node with room for the burst, warmed up before anything is measured.
     let burst_size = if smoke { 8 } else { 100 };
@@ -206,6 +213,7 @@ fn run() {
         "cni_add_del",
         &[
             ("rounds", &rounds),
+            ("plugin", &linked),
             ("cnikit_add_p50_ms", &ms(oa.p50)),
             ("cnikit_add_p99_ms", &ms(oa.p99)),
             ("ptp_add_p50_ms", &ms(pa.p50)),

@@ -29,7 +29,21 @@ pub struct Binaries {
     pub agent: PathBuf,
 }
 
+/// The environment variable naming a `cnikit` plugin binary for tests to run instead of the one
+/// cargo built beside them (CI points it at the statically linked build nodes run:
+/// `scripts/static-plugin.sh`).
+pub const PLUGIN_ENV: &str = "CNIKIT_PLUGIN";
+
 impl Binaries {
+    /// `self` with the plugin [`PLUGIN_ENV`] names, when it is set.
+    #[must_use]
+    pub fn with_plugin_from_env(mut self) -> Self {
+        if let Some(plugin) = std::env::var_os(PLUGIN_ENV) {
+            self.plugin = plugin.into();
+        }
+        self
+    }
+
     /// The binaries beside the running executable (the demo, built in the same target dir).
     ///
     /// # Errors

@@ -72,10 +72,13 @@ fn agent_runs_on_ec2_through_moto() {
     // A VPC 198.18.0.0/16 with one subnet over all of it and a running m5.large.
     let world = rt.block_on(Testbed::create(&ec2, TYPE, 1)).unwrap();
 
-    let mut node = TestNode::new(Binaries {
-        plugin: env!("CARGO_BIN_EXE_cnikit").into(),
-        agent: env!("CARGO_BIN_EXE_cnikit-agent").into(),
-    })
+    let mut node = TestNode::new(
+        Binaries {
+            plugin: env!("CARGO_BIN_EXE_cnikit").into(),
+            agent: env!("CARGO_BIN_EXE_cnikit-agent").into(),
+        }
+        .with_plugin_from_env(),
+    )
     .unwrap();
     let relay = TcpRelay::start(&node.node, moto.addr()).unwrap();
     // moto's own metadata service reports an instance its EC2 does not have: the identity is

@@ -29,6 +29,7 @@ fn bins() -> Binaries {
         plugin: env!("CARGO_BIN_EXE_cnikit").into(),
         agent: env!("CARGO_BIN_EXE_cnikit-agent").into(),
     }
+    .with_plugin_from_env()
 }
 
 fn node() -> TestNode {

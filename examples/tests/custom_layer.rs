@@ -14,10 +14,13 @@ use cnikit_test_support::{
 #[test]
 fn an_agent_with_a_swapped_cloud_layer_serves_pods() {
     require_root!("an_agent_with_a_swapped_cloud_layer_serves_pods");
-    let mut node = TestNode::new(Binaries {
-        plugin: env!("CARGO_BIN_EXE_cnikit").into(),
-        agent: env!("CARGO_BIN_EXE_cnikit-agent-audited").into(),
-    })
+    let mut node = TestNode::new(
+        Binaries {
+            plugin: env!("CARGO_BIN_EXE_cnikit").into(),
+            agent: env!("CARGO_BIN_EXE_cnikit-agent-audited").into(),
+        }
+        .with_plugin_from_env(),
+    )
     .unwrap();
     let audit = node.dir.join("audit.jsonl");
     node.agent_env

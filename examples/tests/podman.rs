@@ -149,10 +149,13 @@ fn podman_containers_on_a_cnikit_network() {
                 Err("no /usr/bin/busybox".into())
             })
     );
-    let mut node = TestNode::new(Binaries {
-        plugin: env!("CARGO_BIN_EXE_cnikit").into(),
-        agent: env!("CARGO_BIN_EXE_cnikit-agent").into(),
-    })
+    let mut node = TestNode::new(
+        Binaries {
+            plugin: env!("CARGO_BIN_EXE_cnikit").into(),
+            agent: env!("CARGO_BIN_EXE_cnikit-agent").into(),
+        }
+        .with_plugin_from_env(),
+    )
     .unwrap();
     node.start_agent().unwrap();
     let dir = node.dir.join("podman");
