@@ -56,7 +56,9 @@ mod spec;
 pub mod sysctl;
 
 pub use drift::Drift;
-pub use driver::{ExclusiveEniDriver, IpVlanDriver, Mode, Node, PodDriver, VethDriver, Wired};
+pub use driver::{
+    ExclusiveEniDriver, IpVlanDriver, Mode, Node, PodDriver, Retired, VethDriver, Wired,
+};
 pub use error::{Error, NetlinkError, Side};
 pub use netns::Netns;
 pub use plan::Report;

@@ -90,6 +90,15 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("{HOST_VETH_PREFIX}{}", pod_key(container_id, ifname))
 }
 
+/// Name a retired pod end of a veth pair takes inside the pod ([`VethDriver::retire`]) until
+/// the pair is deleted: `cnkd` + the same 11 hex digits as [`host_veth_name`].
+///
+/// [`VethDriver::retire`]: crate::VethDriver::retire
+#[must_use]
+pub fn retired_name(container_id: &str, ifname: &str) -> String {
+    format!("cnkd{}", pod_key(container_id, ifname))
+}
+
 /// Name under which a pod's ipvlan is created before it is renamed inside the pod: `cnks` + the
 /// same 11 hex digits as [`host_veth_name`].
 #[must_use]

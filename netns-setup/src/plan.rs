@@ -127,6 +127,18 @@ impl Plan {
         })
     }
 
+    /// Only the pod's own rules (the node-side objects that name its addresses, not a link).
+    pub(crate) fn pod_rules_only(&self) -> Self {
+        Self {
+            steps: self
+                .steps
+                .iter()
+                .filter(|s| !s.shared && matches!(s.object, Object::Rule(_)))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Only the shared steps.
     pub(crate) fn shared_only(&self) -> Self {
         Self {

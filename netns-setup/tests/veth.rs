@@ -19,8 +19,8 @@ use cnikit_netns_setup::{
 };
 use cnikit_test_support::{netns::TestNetns, require_root, state::NetState};
 use common::{
-    Cluster, DNS4, GW4, GW6, NODE4, NODE6, SERVICE4, SERVICE6, assert_two_way, pod4, pod6,
-    report_time, settle, stable_state,
+    Cluster, DNS4, GW4, GW6, NODE4, NODE6, SERVICE4, SERVICE6, assert_two_way, delivered, pod4,
+    pod6, report_time, settle, stable_state,
 };
 
 #[tokio::test]
@@ -710,4 +710,86 @@ async fn veth_prepare_then_setup_or_teardown() {
     );
     let pod_after = NetState::capture(&a).unwrap();
     assert_eq!(pod_after, pod_before, "{:#?}", pod_after.diff(&pod_before));
+}
+
+/// `retire` unwires a pod at once (no rule, no live link, its interface name free for the next
+/// `ADD` in the same namespace) and `Retired::delete` removes the pair later; both idempotent,
+/// and both fine when the namespace is gone.
+#[tokio::test]
+async fn veth_retire_unwires_at_once_and_deletes_later() {
+    require_root!("veth_retire_unwires_at_once_and_deletes_later");
+    let cluster = Cluster::new(1);
+    let node = Node::connect(&cluster.node_netns()).unwrap();
+    let (a, b) = (cluster.pod(), cluster.pod());
+    let spec = cluster.spec(&a, "ret-a", "eth1", 1);
+    let other = cluster.spec(&b, "ret-b", "eth1", 2);
+    VethDriver.ensure_eni(&node, &spec).await.unwrap();
+    let node_before = stable_state(&cluster.node);
+    let pod_before = NetState::capture(&a).unwrap();
+    VethDriver.setup(&node, &spec).await.unwrap();
+    VethDriver.setup(&node, &other).await.unwrap();
+    let (ip_a, ip_b) = (IpAddr::V4(pod4(1)), IpAddr::V4(pod4(2)));
+    assert_two_way("a <-> b", (&a, ip_a), (&b, ip_b));
+
+    let retired = VethDriver.retire(&node, &spec).await.unwrap();
+    let host = naming::host_veth_name("ret-a", "eth0");
+    assert_eq!(retired.host_interface(), Some(host.as_str()));
+    // Unwired: no interface by the pod's name, the pair down, no rule naming the pod.
+    let links = a.ip(&["-o", "link", "show"]).unwrap();
+    let tombstone = naming::retired_name("ret-a", "eth0");
+    assert!(!links.contains(": eth0"), "{links}");
+    assert!(links.contains(&format!(": {tombstone}")), "{links}");
+    assert!(!links.contains("state UP"), "{links}");
+    let host_link = cluster.node.ip(&["-o", "link", "show", &host]).unwrap();
+    assert!(!host_link.contains(",UP"), "{host_link}");
+    let rules = cluster.node.ip(&["rule", "show"]).unwrap();
+    assert!(!rules.contains(&pod4(1).to_string()), "{rules}");
+    assert_eq!(delivered(&b, ip_b, &a, ip_a), 0, "b still reaches a");
+    // Idempotent.
+    assert_eq!(VethDriver.retire(&node, &spec).await.unwrap(), retired);
+
+    // The namespace takes a new pod by the same interface name before the pair is deleted; a
+    // second retire of the old pod leaves the new pod's interface alone.
+    let again = cluster.spec(&a, "ret-a2", "eth1", 3);
+    VethDriver.setup(&node, &again).await.unwrap();
+    assert_two_way("a again <-> b", (&a, IpAddr::V4(pod4(3))), (&b, ip_b));
+    VethDriver.retire(&node, &spec).await.unwrap();
+    assert_two_way("a again <-> b", (&a, IpAddr::V4(pod4(3))), (&b, ip_b));
+
+    retired.delete(&node).await.unwrap();
+    retired.delete(&node).await.unwrap();
+    let links = a.ip(&["-o", "link", "show"]).unwrap();
+    assert!(!links.contains(&tombstone), "{links}");
+    assert!(
+        cluster.node.ip(&["-o", "link", "show", &host]).is_err(),
+        "the host end is still there"
+    );
+    VethDriver.teardown(&node, &again).await.unwrap();
+    assert_eq!(NetState::capture(&a).unwrap(), pod_before);
+
+    // A pod whose namespace is gone: retire and delete still succeed and leave nothing.
+    VethDriver.teardown(&node, &other).await.unwrap();
+    let gone = PodNetwork {
+        netns: None,
+        ..other.clone()
+    };
+    VethDriver.setup(&node, &other).await.unwrap();
+    drop(b);
+    VethDriver
+        .retire(&node, &gone)
+        .await
+        .unwrap()
+        .delete(&node)
+        .await
+        .unwrap();
+    // b's probe after the retire went out through the ENI: the node learned the gateway's MAC.
+    cluster.node.ip(&["neigh", "flush", "dev", "eth1"]).unwrap();
+    for _ in 0..50 {
+        if NetState::capture(&cluster.node).unwrap() == node_before {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let after = NetState::capture(&cluster.node).unwrap();
+    assert_eq!(after, node_before, "{:#?}", after.diff(&node_before));
 }

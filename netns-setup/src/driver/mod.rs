@@ -33,7 +33,7 @@ mod veth;
 
 pub use exclusive::ExclusiveEniDriver;
 pub use ipvlan::IpVlanDriver;
-pub use veth::VethDriver;
+pub use veth::{Retired, VethDriver};
 
 /// The wiring modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -8,13 +8,14 @@ use super::{
     default_via, find_eni, link_local_gateway, remove_plan, require_eni,
 };
 use crate::{
-    Result,
+    Error, NetlinkError, Result,
     drift::Drift,
     error::Side,
     naming::{
         HOST_VETH_MAC, PRIORITY_FROM_POD, PRIORITY_TO_POD, eni_table, host_veth_name, pod_veth_mac,
+        retired_name,
     },
-    netlink::{Rule, Scope, TABLE_MAIN, host_route},
+    netlink::{Link, LinkChange, LinkKind, NetlinkHandle, Rule, Scope, TABLE_MAIN, host_route},
     plan::{LinkSpec, Object, Origin, Plan, Report},
     spec::PodNetwork,
 };
@@ -142,11 +143,144 @@ impl VethDriver {
         apply_links(node, &pod_handle, &plan).await
     }
 
+    /// Unwires `pod` at once and leaves deleting its veth pair to [`Retired::delete`], which
+    /// the caller runs when it likes (e.g. after answering the runtime): deleting a veth waits
+    /// out an RCU barrier in the kernel, 10–20 ms, while this takes a few requests.
+    ///
+    /// Removes the pod's policy rules, brings the host end down (the kernel drops the routes
+    /// through it) and, inside the pod, brings the pod end down and renames it
+    /// ([`retired_name`](crate::naming::retired_name)): the pod has no interface by its name,
+    /// no address and no route on a live link, and its namespace is free for the next
+    /// `ADD` of that name, whichever plugin makes it. An agent that dies before the deletion
+    /// leaves a down pair that goes with the pod's namespace, or with the next
+    /// [`setup`](PodDriver::setup) of the same pod (its stale host end is replaced). Without
+    /// the pod's namespace (`pod.netns == None`) the pod end is not renamed. Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for a bad interface name; [`Error::Teardown`] with every failed
+    /// step (it goes on past failures).
+    pub async fn retire(&self, node: &Node, pod: &PodNetwork) -> Result<Retired> {
+        pod.validate_names()?;
+        let eni = Self::eni_or_gone(node, pod).await?;
+        let plan = Self::plan(pod, &eni);
+        let host_name = host_veth_name(&pod.container_id, &pod.ifname);
+        let mut errors = match remove_plan(node, None, &plan.pod_rules_only(), false).await {
+            Err(Error::Teardown { errors }) => errors,
+            Err(e) => vec![e],
+            Ok(()) => Vec::new(),
+        };
+        let nl = |side| move |e| Error::netlink(side, e);
+        let host = match node.handle().link_by_name(&host_name).await {
+            Ok(link) => link.filter(|l| l.kind == Some(LinkKind::Veth)),
+            Err(e) => {
+                errors.push(nl(Side::Node)(e));
+                None
+            }
+        };
+        if let Some(host) = &host {
+            if let Err(e) = down(node.handle(), host.index, None).await {
+                errors.push(nl(Side::Node)(e));
+            }
+            match node.pod_handle(pod) {
+                Ok(Some(pod_handle)) => {
+                    if let Err(e) = Self::retire_pod_end(pod_handle.as_ref(), pod, host).await {
+                        errors.push(nl(Side::Pod)(e));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Retired {
+                host_interface: host.map(|h| h.name),
+            })
+        } else {
+            Err(Error::Teardown { errors })
+        }
+    }
+
+    /// Inside the pod: the pair's pod end (when it is still named `pod.ifname` and peered
+    /// with `host`) down, then renamed (the kernel renames only links that are down).
+    async fn retire_pod_end(
+        pod_handle: &dyn NetlinkHandle,
+        pod: &PodNetwork,
+        host: &Link,
+    ) -> std::result::Result<(), NetlinkError> {
+        let Some(end) = pod_handle.link_by_name(&pod.ifname).await? else {
+            return Ok(());
+        };
+        if end.kind != Some(LinkKind::Veth) || end.parent != Some(host.index) {
+            tracing::warn!(link = %pod.ifname, "not retiring a pod link that is not the host end's peer");
+            return Ok(());
+        }
+        down(pod_handle, end.index, None).await?;
+        let tombstone = retired_name(&pod.container_id, &pod.ifname);
+        down(pod_handle, end.index, Some(tombstone)).await
+    }
+
     /// The ENI if present, else a stand-in: teardown must work after the ENI is gone.
     async fn eni_or_gone(node: &Node, pod: &PodNetwork) -> Result<EniInfo> {
         Ok(find_eni(node.handle(), Side::Node, &pod.eni)
             .await?
             .map_or_else(EniInfo::gone, EniInfo::from))
+    }
+}
+
+/// Brings a link down, renaming it when `name` is given.
+async fn down(
+    handle: &dyn NetlinkHandle,
+    index: u32,
+    name: Option<String>,
+) -> std::result::Result<(), NetlinkError> {
+    handle
+        .set_link(&LinkChange {
+            index,
+            up: name.is_none().then_some(false),
+            name,
+            ..LinkChange::default()
+        })
+        .await
+}
+
+/// A pod's veth pair that [`VethDriver::retire`] unwired and left to delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "the pair stays until `delete` runs (or the pod's namespace goes)"]
+pub struct Retired {
+    host_interface: Option<String>,
+}
+
+impl Retired {
+    /// The pair's host end (`None` when there was no pair left to delete).
+    #[must_use]
+    pub fn host_interface(&self) -> Option<&str> {
+        self.host_interface.as_deref()
+    }
+
+    /// Deletes the pair (both ends go together); returns once the kernel has (10–20 ms: an
+    /// RCU barrier), so run it on a [`Node`] whose sockets may block
+    /// ([`Node::connect_threaded`]). Succeeds when the pair is gone already (the pod's
+    /// namespace was deleted, or the host end was replaced by a new `setup`). A link of the
+    /// same name that is not a down veth is left alone.
+    ///
+    /// # Errors
+    /// The failed request.
+    pub async fn delete(&self, node: &Node) -> Result<()> {
+        let Some(name) = &self.host_interface else {
+            return Ok(());
+        };
+        let handle = node.handle();
+        let nl = |e| Error::netlink(Side::Node, e);
+        let Some(link) = handle.link_by_name(name).await.map_err(nl)? else {
+            return Ok(());
+        };
+        if link.kind != Some(LinkKind::Veth) || link.up {
+            return Ok(()); // a new pair by the same name: the pod was wired again
+        }
+        match handle.del_link(link.index).await {
+            Err(e) if !e.is_not_found() => Err(nl(e)),
+            _ => Ok(()),
+        }
     }
 }
 
