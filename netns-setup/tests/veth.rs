@@ -753,7 +753,8 @@ async fn veth_retire_unwires_at_once_and_deletes_later() {
     let again = cluster.spec(&a, "ret-a2", "eth1", 3);
     VethDriver.setup(&node, &again).await.unwrap();
     assert_two_way("a again <-> b", (&a, IpAddr::V4(pod4(3))), (&b, ip_b));
-    VethDriver.retire(&node, &spec).await.unwrap();
+    let second = VethDriver.retire(&node, &spec).await.unwrap();
+    assert_eq!(second, retired);
     assert_two_way("a again <-> b", (&a, IpAddr::V4(pod4(3))), (&b, ip_b));
 
     retired.delete(&node).await.unwrap();
