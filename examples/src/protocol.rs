@@ -420,6 +420,9 @@ pub struct StatsReply {
     pub policies: usize,
     /// eBPF program attachments.
     pub attachments: usize,
+    /// Veth pairs of deleted pods still being deleted (after their `DEL` answered).
+    #[serde(default)]
+    pub retiring: usize,
     /// DNS counters (when the agent runs DNS).
     #[serde(default)]
     pub dns: Option<DnsStats>,

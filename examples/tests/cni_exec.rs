@@ -53,7 +53,8 @@ fn restartable_node() -> (TestNode, HttpCloud) {
 fn reaches(from: &TestNetns, ns: &TestNetns, to: Ipv4Addr) -> bool {
     let addr = (to, 7).into();
     let _echo = Echo::start(ns, addr, "pong").unwrap();
-    ask(from, addr, Duration::from_secs(2)).unwrap().is_some()
+    // No route (a pod after `DEL`) is not reaching either.
+    matches!(ask(from, addr, Duration::from_secs(2)), Ok(Some(_)))
 }
 
 fn host_veths(node: &TestNode) -> usize {
@@ -63,6 +64,19 @@ fn host_veths(node: &TestNode) -> usize {
         .lines()
         .filter(|l| l.contains(": cnk"))
         .count()
+}
+
+/// Asserts the node has `n` pod veths once the agent's background deletions (of the pairs of
+/// pods whose `DEL` answered) are done.
+fn assert_host_veths(node: &TestNode, n: usize) {
+    // An agent that is down deletes nothing.
+    let settled = cnikit_test_support::process::wait_until(Duration::from_secs(10), || {
+        node.node
+            .run_async(|| async { node.stats().await })
+            .map_or(true, |stats| stats.retiring == 0)
+    });
+    assert!(settled, "veth deletions still running");
+    assert_eq!(host_veths(node), n);
 }
 
 fn with_prev(conf: &Value, add: &CniOutcome) -> Value {
@@ -155,6 +169,17 @@ fn every_operation_in_every_version() {
             .unwrap();
         assert!(del.success, "{version} DEL: {}", del.stdout);
         assert_eq!(del.stdout.trim(), "");
+        // Unwired when DEL answers (the pair itself may still be being deleted): no `eth0`
+        // in the pod, no rule naming its address on the node, and the pod cannot reach the
+        // VPC.
+        let links = pod.ip(&["-o", "link", "show"]).unwrap();
+        assert!(!links.contains(": eth0"), "{version}: {links}");
+        let rules = node.node.ip(&["rule", "show"]).unwrap();
+        assert!(!rules.contains(&ip.to_string()), "{version}: {rules}");
+        assert!(
+            !reaches(&pod, &node.vpc, GATEWAY),
+            "{version}: pod -> VPC after DEL"
+        );
         let again = node
             .cni("DEL", &conf_prev, &id, Some(pod.path()), "eth0", "")
             .unwrap();
@@ -164,7 +189,7 @@ fn every_operation_in_every_version() {
             .unwrap();
         expect_code(&check, 3, "CHECK after DEL");
     }
-    assert_eq!(host_veths(&node), 0);
+    assert_host_veths(&node, 0);
     // The ENI's interface keeps the qdisc that holds the kernel's tc hooks after its last pod.
     let out = node
         .node
@@ -286,7 +311,7 @@ fn errors_carry_the_reserved_codes() {
         .node
         .run_async(|| async { node.stats().await.unwrap() });
     assert_eq!(stats.pool.in_use, 0);
-    assert_eq!(host_veths(&node), 0);
+    assert_host_veths(&node, 0);
 
     // The socket: only root may talk; another protocol version is refused, garbage too.
     use std::os::unix::fs::PermissionsExt as _;
@@ -320,7 +345,7 @@ fn errors_carry_the_reserved_codes() {
         50,
         "STATUS without the agent",
     );
-    assert_eq!(host_veths(&node), 0);
+    assert_host_veths(&node, 0);
 }
 
 #[test]
@@ -355,7 +380,7 @@ fn thirty_two_concurrent_adds_then_gc() {
             r.ip()
         );
     }
-    assert_eq!(host_veths(&node), 32);
+    assert_host_veths(&node, 32);
     // Pod to pod on the node.
     assert!(reaches(&pods[0], &pods[31], results[31].ip().unwrap()));
 
@@ -387,7 +412,7 @@ fn thirty_two_concurrent_adds_then_gc() {
     );
     let out = node.cni("GC", &gc, "", None, "", "").unwrap();
     assert!(out.success, "GC: {} {}", out.stdout, out.stderr);
-    assert_eq!(host_veths(&node), 16);
+    assert_host_veths(&node, 16);
     let stats = node
         .node
         .run_async(|| async { node.stats().await.unwrap() });
@@ -429,7 +454,7 @@ fn thirty_two_concurrent_adds_then_gc() {
             .unwrap();
         assert!(del.success, "DEL {i}: {}", del.stdout);
     }
-    assert_eq!(host_veths(&node), 0);
+    assert_host_veths(&node, 0);
 }
 
 #[test]
@@ -465,7 +490,7 @@ fn del_without_the_agent_or_the_namespace() {
         "DEL without the agent: {} {}",
         del.stdout, del.stderr
     );
-    assert_eq!(host_veths(&node), 1);
+    assert_host_veths(&node, 1);
 
     // Back up: the queued release is done before anything else.
     node.start_agent().unwrap();
@@ -481,7 +506,7 @@ fn del_without_the_agent_or_the_namespace() {
         .cni("DEL", &with_prev(&conf, &add_b), "gone-b", None, "eth0", "")
         .unwrap();
     assert!(del.success, "DEL without the namespace: {}", del.stdout);
-    assert_eq!(host_veths(&node), 0);
+    assert_host_veths(&node, 0);
     let stats = node
         .node
         .run_async(|| async { node.stats().await.unwrap() });
@@ -560,7 +585,7 @@ fn agent_restart_in_the_middle_of_a_burst() {
     );
     let calls_before = cloud.cloud.total_calls();
     del_each(&node, &conf, "r", &pods);
-    assert_eq!(host_veths(&node), 0);
+    assert_host_veths(&node, 0);
     assert!(cloud.cloud.total_calls() >= calls_before);
 }
 
@@ -706,7 +731,7 @@ fn both_wiring_modes_serve_and_undo_each_other() {
         assert!(check.success, "{what}: CHECK {}", check.stdout);
         let del = run("DEL");
         assert!(del.success, "{what}: DEL {} {}", del.stdout, del.stderr);
-        assert_eq!(host_veths(&node), 0, "{what}");
+        assert_host_veths(&node, 0);
         let after = stats();
         assert_eq!(after.pool.in_use, before.pool.in_use, "{what}");
         assert_eq!(after.endpoints, before.endpoints, "{what}");
@@ -787,6 +812,6 @@ fn failed_adds_leave_the_node_as_it_was() {
     );
 
     del_each(&node, &conf, "full", &pods[..capacity]);
-    assert_eq!(host_veths(&node), 0);
+    assert_host_veths(&node, 0);
     assert_eq!(stats().attachments, 0);
 }

@@ -288,6 +288,14 @@ fn podman_containers_on_a_cnikit_network() {
         .run_async(|| async { node.stats().await.unwrap() });
     assert_eq!(stats.endpoints, 0, "{out}");
     assert_eq!(stats.pool.in_use, 0);
+    // The agent deletes a pod's veth pair after its DEL answered.
+    let deleted = cnikit_test_support::process::wait_until(Duration::from_secs(10), || {
+        node.node
+            .run_async(|| async { node.stats().await.unwrap() })
+            .retiring
+            == 0
+    });
+    assert!(deleted, "veth deletions still running");
     let links = node.node.ip(&["-o", "link", "show"]).unwrap();
     assert!(!links.contains(": cnk"), "{links}");
     let rules = node.node.ip(&["rule", "show"]).unwrap();

@@ -19,6 +19,7 @@ pub mod config;
 pub mod endpoints;
 pub mod links;
 pub mod metrics;
+pub mod retire;
 pub mod server;
 pub mod service;
 pub mod sockets;

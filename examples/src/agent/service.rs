@@ -36,7 +36,7 @@ use cnikit_eni_pool::{
     AllocateRequest as PoolRequest, Allocation, FileStore, PodKey, Pool, PoolConfig, ResourceKind,
 };
 use cnikit_netns_setup::{
-    Mode, Netns, Node,
+    Mode, Netns, Node, VethDriver,
     naming::host_veth_name,
     netlink::{Connector, Handle, RtConnector, RtNetlink},
     probe,
@@ -51,6 +51,7 @@ use super::{
     endpoints::{AgentLiveness, EndpointRecord, Endpoints},
     links::{MacLookup, SharedLinks, SimVpc},
     metrics::{AgentMetrics, Gauges},
+    retire::Retirements,
     sockets::PodSockets,
 };
 use crate::{
@@ -126,7 +127,9 @@ pub struct Agent {
     ipvlan: bool,
     endpoints: Mutex<Endpoints>,
     liveness: AgentLiveness,
-    dataplane: Option<Mutex<Dataplane>>,
+    dataplane: Option<Arc<Mutex<Dataplane>>>,
+    /// Veth pairs of deleted pods being deleted after their `DEL` answered.
+    retirements: Retirements,
     attach_mode: AttachMode,
     dns: Option<DnsState>,
     catalog: Mutex<Option<Catalog>>,
@@ -288,7 +291,7 @@ impl Agent {
             });
             dp.set_node_addresses(&node_addresses)
                 .map_err(StartError::Dataplane)?;
-            Some(Mutex::new(dp))
+            Some(Arc::new(Mutex::new(dp)))
         } else {
             None
         };
@@ -298,6 +301,7 @@ impl Agent {
             None => None,
         };
 
+        let retirements = Retirements::new(teardown_node.clone());
         let agent = Arc::new(Self {
             pool,
             simulator: cloud.simulator,
@@ -310,6 +314,7 @@ impl Agent {
             endpoints: Mutex::new(endpoints),
             liveness,
             dataplane,
+            retirements,
             attach_mode,
             dns,
             catalog: Mutex::new(None),
@@ -522,6 +527,11 @@ impl Agent {
             req.mtu,
             Some(netns),
         );
+        if alloc.datapath == Datapath::Veth {
+            // The same pod deleted a moment ago: its old pair (same name) goes first.
+            let host = host_veth_name(&attachment.container_id, &attachment.ifname);
+            self.retirements.wait_for(&host).await;
+        }
         let driver = alloc.datapath.mode().driver();
         let (setup, linked) = tokio::join!(driver.setup(&self.node, &pod), async {
             if overlap_link {
@@ -615,7 +625,8 @@ impl Agent {
             // The namespace may be gone already; teardown then cleans the node side.
             Some(alloc) => {
                 let netns = req.netns.as_deref().and_then(|p| Netns::from_path(p).ok());
-                self.tear_down(key, &alloc, record.as_ref(), netns).await
+                self.tear_down(key, &alloc, record.as_ref(), netns, Deletion::AfterAnswer)
+                    .await
             }
             None => {
                 // Nothing was torn down: the programs are detached, not forgotten.
@@ -860,23 +871,15 @@ impl Agent {
         Ok(())
     }
 
-    /// Lets go of the dataplane's programs on a pod's veth: forgets them when the veth was
-    /// deleted (they went with it, and a detach would wait for an RCU grace period), else
-    /// detaches them.
+    /// Lets go of the dataplane's programs on a pod's veth (see [`let_go_of_programs`]).
     fn let_go_of_programs(
         &self,
         iface: &str,
         deleted: bool,
     ) -> Result<(), cnikit_ebpf_dataplane::Error> {
-        let Some(dp) = &self.dataplane else {
-            return Ok(());
-        };
-        let mut dp = lock(dp);
-        if deleted {
-            dp.forget_interface(iface).map(drop)
-        } else {
-            dp.detach_interface(iface).map(drop)
-        }
+        self.dataplane
+            .as_ref()
+            .map_or(Ok(()), |dp| let_go_of_programs(dp, iface, deleted))
     }
 
     fn publish_dns(&self, record: &EndpointRecord) {
@@ -952,16 +955,36 @@ impl Agent {
 
     /// Tears down `alloc`'s wiring (`netns` `None`: the namespace is gone, the node side is
     /// cleaned by name), then lets go of the dataplane's programs on the pod's veth: forgotten
-    /// when the veth went with the teardown, detached when the teardown failed.
+    /// when the veth went with the teardown, detached when the teardown failed. With
+    /// [`Deletion::AfterAnswer`], a veth pod in its namespace is retired instead (unwired at
+    /// once) and its pair deleted in the background ([`Retirements`]).
     async fn tear_down(
         &self,
         key: &AttachmentKey,
         alloc: &Allocation,
         record: Option<&EndpointRecord>,
         netns: Option<Netns>,
+        deletion: Deletion,
     ) -> cnikit_netns_setup::Result<()> {
         let pa = self.recorded_allocation(alloc, record).await;
+        let later = deletion == Deletion::AfterAnswer && netns.is_some();
         let pod = pod_network(&key.container_id, &key.ifname, &pa, None, netns);
+        if later && pa.datapath == Datapath::Veth {
+            let retired = VethDriver.retire(&self.node, &pod).await?;
+            let programs = self
+                .dataplane
+                .clone()
+                .zip(record.and_then(|r| r.host_interface.clone()));
+            let pod_key = key.clone();
+            self.retirements.start(retired, move |deleted| {
+                if let Some((dp, iface)) = programs
+                    && let Err(e) = let_go_of_programs(&dp, &iface, deleted)
+                {
+                    tracing::warn!(pod = %pod_key, error = %e, "letting go of the dataplane");
+                }
+            });
+            return Ok(());
+        }
         let torn = pa
             .datapath
             .mode()
@@ -1043,7 +1066,10 @@ impl Agent {
             if let Err(e) = self.unpublish(&key, Unpublish::KeepAttachment) {
                 reply.errors.push(format!("{key}: {}", e.message));
             }
-            if let Err(e) = self.tear_down(&key, &alloc, record.as_ref(), None).await {
+            if let Err(e) = self
+                .tear_down(&key, &alloc, record.as_ref(), None, Deletion::Now)
+                .await
+            {
                 reply.errors.push(format!("{key}: teardown: {e}"));
             }
             match self.pool.release(&alloc.pod).await {
@@ -1119,6 +1145,7 @@ impl Agent {
                 .dataplane
                 .as_ref()
                 .map_or(0, |dp| lock(dp).attachments().count()),
+            retiring: self.retirements.count(),
             dns: self.dns.as_ref().and_then(|d| {
                 let s = lock(&d.server).as_ref()?.stats();
                 Some(DnsStats {
@@ -1253,6 +1280,7 @@ impl Agent {
 
     /// Stops the pool; detaches the dataplane unless it is pinned; stops DNS.
     pub async fn shutdown(&self) {
+        self.retirements.wait_all(Duration::from_secs(10)).await;
         self.pool.shutdown().await;
         if let Some(dp) = &self.dataplane
             && self.config.dataplane.pin_dir.is_none()
@@ -1268,6 +1296,30 @@ impl Agent {
         if let Some(server) = server {
             server.shutdown().await;
         }
+    }
+}
+
+/// When a teardown deletes a veth pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deletion {
+    /// Before the teardown returns.
+    Now,
+    /// After the caller answered (`DEL` of a veth pod whose namespace is there).
+    AfterAnswer,
+}
+
+/// Lets go of the dataplane's programs on a pod's veth: forgets them when the veth was deleted
+/// (they went with it, and a detach would wait for an RCU grace period), else detaches them.
+fn let_go_of_programs(
+    dp: &Mutex<Dataplane>,
+    iface: &str,
+    deleted: bool,
+) -> Result<(), cnikit_ebpf_dataplane::Error> {
+    let mut dp = lock(dp);
+    if deleted {
+        dp.forget_interface(iface).map(drop)
+    } else {
+        dp.detach_interface(iface).map(drop)
     }
 }
 
