@@ -59,9 +59,13 @@ impl Retirements {
         let node = self.node.clone();
         let pending = Arc::clone(&self.pending);
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let deleted = retired.delete(&node).await;
-            if let Err(e) = &deleted {
-                tracing::warn!(link = %name, error = %e, "deleting a retired veth pair");
+            match &deleted {
+                Ok(()) => {
+                    tracing::debug!(link = %name, took_us = started.elapsed().as_micros(), "retired veth pair deleted")
+                }
+                Err(e) => tracing::warn!(link = %name, error = %e, "deleting a retired veth pair"),
             }
             then(deleted.is_ok());
             let mut pending = lock(&pending);

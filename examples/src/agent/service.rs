@@ -614,9 +614,12 @@ impl Agent {
         error
     }
 
-    /// `DEL` in one call: unpublish, tear down the namespace, then release. The dataplane's
-    /// attachment on the pod's veth is let go of after the veth is gone (it went with it),
-    /// which spares the RCU grace period a detach from a live interface waits for.
+    /// `DEL` in one call: unpublish, tear down the namespace, then release. A veth pod whose
+    /// namespace is there is retired (unwired at once: rules gone, the pair down, the pod end
+    /// renamed) and its pair deleted after the answer ([`Retirements`]): the deletion waits out
+    /// the kernel's RCU barrier, 10-20 ms. The dataplane's attachment on the pod's veth is let
+    /// go of after the veth is gone (it went with it), which spares the RCU grace period a
+    /// detach from a live interface waits for.
     async fn delete(&self, req: DeleteRequest) -> Result<bool, ApiError> {
         let key = &req.attachment;
         lock(&self.started).insert((key.clone(), false), Instant::now());
