@@ -61,10 +61,9 @@ impl Retirements {
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let deleted = retired.delete(&node).await;
+            let took_us = started.elapsed().as_micros();
             match &deleted {
-                Ok(()) => {
-                    tracing::debug!(link = %name, took_us = started.elapsed().as_micros(), "retired veth pair deleted")
-                }
+                Ok(()) => tracing::debug!(link = %name, took_us, "retired veth pair deleted"),
                 Err(e) => tracing::warn!(link = %name, error = %e, "deleting a retired veth pair"),
             }
             then(deleted.is_ok());
