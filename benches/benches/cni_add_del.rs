@@ -110,21 +110,11 @@ fn veth_deletions(node: &TestNode, pod: &TestNetns, rounds: usize) -> Vec<Durati
 }
 
 /// Waits until the agent has deleted the veth pairs of the pods whose `DEL` answered.
-/// Asks every millisecond (bounded: 10 s).
 fn retired(node: &TestNode) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node
-        .node
-        .run_async(|| async { node.stats().await.unwrap() })
-        .retiring
-        > 0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the agent did not delete the retired veth pairs"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        node.wait_retired(Duration::from_secs(10)),
+        "the agent did not delete the retired veth pairs"
+    );
 }
 
 /// Runs `op` for every pod at once (one thread each); returns the wall time.

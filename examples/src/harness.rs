@@ -352,6 +352,27 @@ impl TestNode {
             other => Err(io::Error::other(format!("unexpected reply {other:?}"))),
         }
     }
+
+    /// Waits (asking every millisecond, at most `limit`) until the agent has deleted the veth
+    /// pairs of the pods whose `DEL` answered (`stats.retiring == 0`); true when it has, or
+    /// when the agent cannot be reached (an agent that is down deletes nothing).
+    #[must_use]
+    pub fn wait_retired(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let retiring = self
+                .node
+                .run_async(|| async { self.stats().await })
+                .map_or(0, |s| s.retiring);
+            if retiring == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 /// Runs `cmd` with `stdin` and collects its output.

@@ -69,12 +69,7 @@ fn host_veths(node: &TestNode) -> usize {
 /// Asserts the node has `n` pod veths once the agent's background deletions (of the pairs of
 /// pods whose `DEL` answered) are done.
 fn assert_host_veths(node: &TestNode, n: usize) {
-    // An agent that is down deletes nothing.
-    let settled = cnikit_test_support::process::wait_until(Duration::from_secs(10), || {
-        node.node
-            .run_async(|| async { node.stats().await })
-            .map_or(true, |stats| stats.retiring == 0)
-    });
+    let settled = node.wait_retired(Duration::from_secs(10));
     assert!(settled, "veth deletions still running");
     assert_eq!(host_veths(node), n);
 }

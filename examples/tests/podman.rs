@@ -289,12 +289,7 @@ fn podman_containers_on_a_cnikit_network() {
     assert_eq!(stats.endpoints, 0, "{out}");
     assert_eq!(stats.pool.in_use, 0);
     // The agent deletes a pod's veth pair after its DEL answered.
-    let deleted = cnikit_test_support::process::wait_until(Duration::from_secs(10), || {
-        node.node
-            .run_async(|| async { node.stats().await.unwrap() })
-            .retiring
-            == 0
-    });
+    let deleted = node.wait_retired(Duration::from_secs(10));
     assert!(deleted, "veth deletions still running");
     let links = node.node.ip(&["-o", "link", "show"]).unwrap();
     assert!(!links.contains(": cnk"), "{links}");

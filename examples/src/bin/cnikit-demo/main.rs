@@ -324,11 +324,7 @@ fn run() -> Result<()> {
     }
     // The agent deletes the pods' veth pairs after each DEL answered (the kernel takes 10-20 ms
     // per pair); count what is left once it is done.
-    cnikit_test_support::process::wait_until(Duration::from_secs(10), || {
-        node.node
-            .run_async(|| async { node.stats().await })
-            .is_ok_and(|s| s.retiring == 0)
-    });
+    let _ = node.wait_retired(Duration::from_secs(10));
     let stats = node.node.run_async(|| async { node.stats().await })?;
     let veths = node
         .node
