@@ -16,6 +16,7 @@ use std::{
 };
 
 use cnikit_examples::harness::{Binaries, CniOutcome, Echo, HttpCloud, TestNode, ask};
+use cnikit_netns_setup::naming;
 use cnikit_test_support::{
     netns::{Role, TestNetns},
     require_root,
@@ -809,4 +810,45 @@ fn failed_adds_leave_the_node_as_it_was() {
     del_each(&node, &conf, "full", &pods[..capacity]);
     assert_host_veths(&node, 0);
     assert_eq!(stats().attachments, 0);
+}
+
+/// A pair an agent retired but did not delete (it was killed between a `DEL`'s answer and the
+/// deletion, and the pod's namespace stayed) is deleted by the next agent; pairs of recorded
+/// pods are not.
+#[test]
+fn a_restarted_agent_deletes_pairs_left_retired() {
+    require_root!("a_restarted_agent_deletes_pairs_left_retired");
+    let mut node = node();
+    let conf = node.netconf("1.1.0");
+    let kept = TestNetns::create(Role::Pod).unwrap();
+    let add = node.add(&conf, "kept", &kept, "prod", "kept").unwrap();
+    assert!(add.success, "{}", add.stdout);
+    let left = TestNetns::create(Role::Pod).unwrap();
+    let host = naming::host_veth_name("left-behind", "eth0");
+    let tombstone = naming::retired_name("left-behind", "eth0");
+    node.node
+        .ip(&[
+            "link",
+            "add",
+            &host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &tombstone,
+            "netns",
+            left.name(),
+        ])
+        .unwrap();
+    assert_host_veths(&node, 2);
+
+    node.stop_agent().unwrap();
+    node.start_agent().unwrap();
+    assert_host_veths(&node, 1);
+    let links = left.ip(&["-o", "link", "show"]).unwrap();
+    assert!(!links.contains(&tombstone), "{links}");
+    assert!(
+        reaches(&kept, &node.vpc, GATEWAY),
+        "the recorded pod is intact"
+    );
 }

@@ -99,6 +99,17 @@ pub fn retired_name(container_id: &str, ifname: &str) -> String {
     format!("cnkd{}", pod_key(container_id, ifname))
 }
 
+/// Whether `name` has the shape of a [`host_veth_name`] (`cnk` + 11 hex digits).
+#[must_use]
+pub fn is_host_veth_name(name: &str) -> bool {
+    name.strip_prefix(HOST_VETH_PREFIX).is_some_and(|key| {
+        key.len() == 11
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// Name under which a pod's ipvlan is created before it is renamed inside the pod: `cnks` + the
 /// same 11 hex digits as [`host_veth_name`].
 #[must_use]
@@ -139,6 +150,20 @@ mod tests {
         assert_eq!(mac, pod_veth_mac("c", "eth0"));
         assert_ne!(mac, pod_veth_mac("c", "eth1"));
         assert_eq!(mac.0[0], 0x02);
+        assert!(is_host_veth_name(&a));
+        assert!(is_host_veth_name("cnk356bbd7f9e2"));
+        for other in [
+            "cnk356bbd7f9e",
+            "cnk356bbd7f9e2f",
+            "cnk356BBD7F9E2",
+            "cnkd356bbd7f9e2",
+            "cnki7",
+            "eth0",
+            "cnk",
+        ] {
+            assert!(!is_host_veth_name(other), "{other}");
+        }
+        assert_eq!(retired_name("c", "eth0"), "cnkd356bbd7f9e2");
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod common;
 use std::{net::IpAddr, sync::Arc};
 
 use cnikit_netns_setup::{
-    Drift, EniRef, Error, IpConfig, Netns, Node, PodDriver, PodNetwork, Side, SpecError,
+    Drift, EniRef, Error, IpConfig, Netns, Node, PodDriver, PodNetwork, Retired, Side, SpecError,
     VethDriver, naming,
     netlink::{
         Connector, RtConnector,
@@ -747,6 +747,17 @@ async fn veth_retire_unwires_at_once_and_deletes_later() {
     assert_eq!(delivered(&b, ip_b, &a, ip_a), 0, "b still reaches a");
     // Idempotent.
     assert_eq!(VethDriver.retire(&node, &spec).await.unwrap(), retired);
+    // What a later run finds when this one does not delete the pair: the down pair only.
+    assert_eq!(
+        Retired::leftovers(&node, &[]).await.unwrap(),
+        vec![retired.clone()]
+    );
+    assert!(
+        Retired::leftovers(&node, &[host.as_str()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // The namespace takes a new pod by the same interface name before the pair is deleted; a
     // second retire of the old pod leaves the new pod's interface alone.

@@ -5,8 +5,8 @@
 //! Deleting the pair waits out an RCU barrier in the kernel (10–20 ms, the larger part of a
 //! `DEL`), so it runs here, on the node's threaded sockets, after the answer. An `ADD` that
 //! would make a pair of the same name waits for that deletion first; shutdown waits for all.
-//! An agent killed before a deletion leaves a down pair that goes with the pod's namespace or
-//! is replaced by the next setup of the same pod.
+//! An agent killed before a deletion leaves a down pair; the next agent deletes it at start
+//! (`Retired::leftovers`), unless the pod's namespace took it first.
 
 use std::{
     collections::HashMap,

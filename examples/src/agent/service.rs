@@ -36,7 +36,7 @@ use cnikit_eni_pool::{
     AllocateRequest as PoolRequest, Allocation, FileStore, PodKey, Pool, PoolConfig, ResourceKind,
 };
 use cnikit_netns_setup::{
-    Mode, Netns, Node, VethDriver,
+    Mode, Netns, Node, Retired, VethDriver,
     naming::host_veth_name,
     netlink::{Connector, Handle, RtConnector, RtNetlink},
     probe,
@@ -326,6 +326,7 @@ impl Agent {
             config,
         });
         agent.republish().await;
+        agent.delete_leftover_pairs().await;
         agent.drain_released().await;
         if agent.config.catalog.is_some()
             && let Err(e) = agent.reload()
@@ -412,6 +413,26 @@ impl Agent {
                 }
             }
             self.publish_dns(&record);
+        }
+    }
+
+    /// Deletes (in the background) the veth pairs an earlier run retired but did not delete:
+    /// it was killed between a `DEL`'s answer and the deletion, and the pod's namespace is
+    /// still there.
+    async fn delete_leftover_pairs(&self) {
+        let recorded: Vec<String> = lock(&self.endpoints)
+            .iter()
+            .filter_map(|(_, r)| r.host_interface.clone())
+            .collect();
+        let keep: Vec<&str> = recorded.iter().map(String::as_str).collect();
+        match Retired::leftovers(&self.node, &keep).await {
+            Ok(leftovers) => {
+                for retired in leftovers {
+                    tracing::info!(link = ?retired.host_interface(), "deleting a veth pair an earlier run retired");
+                    self.retirements.start(retired, drop);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing veth pairs left by an earlier run"),
         }
     }
 

@@ -12,8 +12,8 @@ use crate::{
     drift::Drift,
     error::Side,
     naming::{
-        HOST_VETH_MAC, PRIORITY_FROM_POD, PRIORITY_TO_POD, eni_table, host_veth_name, pod_veth_mac,
-        retired_name,
+        HOST_VETH_MAC, PRIORITY_FROM_POD, PRIORITY_TO_POD, eni_table, host_veth_name,
+        is_host_veth_name, pod_veth_mac, retired_name,
     },
     netlink::{Link, LinkChange, LinkKind, NetlinkHandle, Rule, Scope, TABLE_MAIN, host_route},
     plan::{LinkSpec, Object, Origin, Plan, Report},
@@ -152,8 +152,9 @@ impl VethDriver {
     /// ([`retired_name`](crate::naming::retired_name)): the pod has no interface by its name,
     /// no address and no route on a live link, and its namespace is free for the next
     /// `ADD` of that name, whichever plugin makes it. An agent that dies before the deletion
-    /// leaves a down pair that goes with the pod's namespace, or with the next
-    /// [`setup`](PodDriver::setup) of the same pod (its stale host end is replaced). Without
+    /// leaves a down pair that goes with the pod's namespace, with the next
+    /// [`setup`](PodDriver::setup) of the same pod (its stale host end is replaced), or with
+    /// the next run's [`Retired::leftovers`]. Without
     /// the pod's namespace (`pod.netns == None`) the pod end is not renamed. Idempotent.
     ///
     /// # Errors
@@ -251,6 +252,35 @@ pub struct Retired {
 }
 
 impl Retired {
+    /// The pairs an earlier run retired and did not delete (an agent killed between its
+    /// answer and the deletion, with the pod's namespace still there): down veths in the node
+    /// namespace named like a pod's host end ([`is_host_veth_name`]), except those in `keep`
+    /// (the host ends of the pods the caller knows).
+    ///
+    /// [`is_host_veth_name`]: crate::naming::is_host_veth_name
+    ///
+    /// # Errors
+    /// When the node's links cannot be listed.
+    pub async fn leftovers(node: &Node, keep: &[&str]) -> Result<Vec<Self>> {
+        let links = node
+            .handle()
+            .links()
+            .await
+            .map_err(|e| Error::netlink(Side::Node, e))?;
+        Ok(links
+            .into_iter()
+            .filter(|l| {
+                l.kind == Some(LinkKind::Veth)
+                    && !l.up
+                    && is_host_veth_name(&l.name)
+                    && !keep.contains(&l.name.as_str())
+            })
+            .map(|l| Self {
+                host_interface: Some(l.name),
+            })
+            .collect())
+    }
+
     /// The pair's host end (`None` when there was no pair left to delete).
     #[must_use]
     pub fn host_interface(&self) -> Option<&str> {
