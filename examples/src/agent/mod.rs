@@ -9,6 +9,7 @@
 //! - [`endpoints`]: the records of wired pods (survive restarts) and the pool's liveness oracle.
 //! - [`links`]: finding an ENI's interface on the node, or simulating it.
 //! - [`sockets`]: netlink sockets for pod namespaces, opened while the address is allocated.
+//! - [`retire`]: deleting the veth pairs of deleted pods after their `DEL` answered.
 //! - [`catalog`]: Services and network policies from a file.
 //! - [`metrics`]: Prometheus text format.
 
@@ -26,3 +27,8 @@ pub mod sockets;
 
 pub use config::AgentConfig;
 pub use service::{Agent, StartError};
+
+/// Locks `m`, also after a thread panicked holding it (the agent's state stays usable).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -10,12 +10,17 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use cnikit_netns_setup::{Node, Retired};
 use tokio::sync::watch;
+
+use super::lock;
 
 type Pending = HashMap<String, (u64, watch::Receiver<bool>)>;
 
@@ -24,11 +29,7 @@ type Pending = HashMap<String, (u64, watch::Receiver<bool>)>;
 pub struct Retirements {
     node: Node,
     pending: Arc<Mutex<Pending>>,
-    next: Mutex<u64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    next: AtomicU64,
 }
 
 impl Retirements {
@@ -38,7 +39,7 @@ impl Retirements {
         Self {
             node,
             pending: Arc::new(Mutex::new(HashMap::new())),
-            next: Mutex::new(0),
+            next: AtomicU64::new(0),
         }
     }
 
@@ -49,11 +50,7 @@ impl Retirements {
             then(true);
             return;
         };
-        let id = {
-            let mut next = lock(&self.next);
-            *next += 1;
-            *next
-        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (done, waiting) = watch::channel(false);
         lock(&self.pending).insert(name.clone(), (id, waiting));
         let node = self.node.clone();

@@ -18,7 +18,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr},
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -50,6 +50,7 @@ use super::{
     config::{AgentConfig, AttachConfig, EniLinksConfig},
     endpoints::{AgentLiveness, EndpointRecord, Endpoints},
     links::{MacLookup, SharedLinks, SimVpc},
+    lock,
     metrics::{AgentMetrics, Gauges},
     retire::Retirements,
     sockets::PodSockets,
@@ -151,10 +152,6 @@ impl std::fmt::Debug for Agent {
             .field("socket", &self.config.socket)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
