@@ -9,11 +9,14 @@
 //!
 //! A writer thread takes every commit queued since it last looked, gives them the next
 //! sequence numbers, writes them to its file of the current set with one `pwrite` and makes
-//! them durable with one `fdatasync` (group commit), answers them, and goes straight back to
-//! the queue: an applier thread updates the in-memory image (for loads and snapshots) and
-//! frees the commits while the next sync runs. The writers ask for short time slices, the
-//! applier and the snapshot thread run at a lower priority: on a busy machine a finished sync
-//! should not wait for a CPU. Groups are acknowledged in sequence order,
+//! them durable with one `fdatasync` (group commit), answers them, applies them to the
+//! in-memory image (for loads and snapshots; the changes are moved in, not copied) while their
+//! callers run, and goes back to the queue. There is no other thread on the commit path: a
+//! separate applier thread, tried before, cost more CPU than the writer itself and, starved
+//! at a low priority, applied thousands of commits at once and held a CPU for milliseconds
+//! (`docs/benchmarks.md`). The writers ask for short time slices, the snapshot thread runs
+//! at a lower priority: on a busy machine a finished sync should not wait for a CPU. Groups
+//! are acknowledged in sequence order,
 //! each once it and every earlier group are durable, so what is durable and acknowledged is
 //! always a prefix of the sequence.
 //!
@@ -49,7 +52,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -68,9 +71,6 @@ use super::{
 };
 
 const LOCK_FILE: &str = "LOCK";
-/// Answered groups the applier lets pile up before it applies them (fewer wake-ups next to
-/// the writer and the callers), unless somebody waits for the image.
-const APPLY_BATCH: usize = 16;
 /// Commits written with one sync, at most.
 const MAX_BATCH: usize = 4096;
 /// Journal files are at least this large.
@@ -220,15 +220,15 @@ struct SnapshotJob {
     since: Instant,
 }
 
-/// Groups whose outcome is known, in sequence order, on their way to their callers.
+/// Answered groups on their way to the image.
 #[derive(Default)]
 struct Done {
-    /// Answered groups: the last sequence number, whether it was acknowledged, and the
+    /// In sequence order: the last sequence number, whether it was acknowledged, and the
     /// commits (their changes to apply; their encoded lines to free). Failed groups come
     /// with no changes.
     groups: VecDeque<(u64, bool, Vec<Pending>)>,
-    /// The writers have stopped: apply what is left and stop.
-    closing: bool,
+    /// A holder of the image waits for more answers (see [`ImageGuard::wait_for_answers`]).
+    waiting: bool,
 }
 
 /// The records as of the last applied commit.
@@ -250,16 +250,13 @@ struct Shared {
     work: Condvar,
     /// Signalled (under `core`) when the snapshot thread has a job or must stop.
     snapshot_ready: Condvar,
-    /// Handed from the writers to the applier thread.
+    /// Answered groups not yet applied to the image (whoever holds the image applies them).
     done: Mutex<Done>,
-    /// Signalled when `done` changes.
-    done_ready: Condvar,
-    /// Every acknowledged commit applied (for loads and snapshots).
+    /// Signalled (under `done`) when a group is answered while somebody waits for one.
+    answered: Condvar,
+    /// Every acknowledged commit applied (for loads and snapshots). Taken through
+    /// [`Shared::image`], whose guard applies the answered groups before it lets go.
     image: Mutex<Image>,
-    /// Signalled when the image catches up.
-    applied: Condvar,
-    /// Threads waiting for the image (the applier then applies every group at once).
-    image_wanted: AtomicUsize,
     counters: Counters,
     /// Tests: the snapshot thread waits while this is set.
     #[cfg(test)]
@@ -271,31 +268,41 @@ impl Shared {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn image(&self) -> MutexGuard<'_, Image> {
-        self.image.lock().unwrap_or_else(PoisonError::into_inner)
+    fn image(&self) -> ImageGuard<'_> {
+        ImageGuard::new(
+            self,
+            self.image.lock().unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     fn done(&self) -> MutexGuard<'_, Done> {
         self.done.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Applies the answered groups to the image, unless somebody else holds it (then they
+    /// do, before they let go).
+    fn apply_answered(&self) {
+        if let Some(image) = self.try_image() {
+            drop(ImageGuard::new(self, image));
+        }
+    }
+
+    /// The image's lock, unless somebody holds it.
+    fn try_image(&self) -> Option<MutexGuard<'_, Image>> {
+        match self.image.try_lock() {
+            Ok(image) => Some(image),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// The image once every commit up to `seq` is answered and applied.
-    fn image_at_least(&self, seq: u64) -> MutexGuard<'_, Image> {
+    fn image_at_least(&self, seq: u64) -> ImageGuard<'_> {
         let mut image = self.image();
-        if image.applied >= seq {
-            return image;
-        }
-        // The applier waits for a batch of groups unless somebody wants the image.
-        self.image_wanted.fetch_add(1, Ordering::Relaxed);
-        drop(self.done());
-        self.done_ready.notify_one();
+        image.catch_up();
         while image.applied < seq {
-            image = self
-                .applied
-                .wait(image)
-                .unwrap_or_else(PoisonError::into_inner);
+            image.wait_for_answers();
         }
-        self.image_wanted.fetch_sub(1, Ordering::Relaxed);
         image
     }
 
@@ -306,6 +313,97 @@ impl Shared {
     }
 }
 
+/// The image, locked. Whoever holds it applies the groups answered meanwhile before letting
+/// go, and looks again afterwards: a writer that answered a group while the image was held
+/// left it in [`Shared::done`], so nothing stays unapplied once every holder is gone.
+struct ImageGuard<'a> {
+    shared: &'a Shared,
+    /// `None` only in `drop`.
+    guard: Option<MutexGuard<'a, Image>>,
+}
+
+impl<'a> ImageGuard<'a> {
+    fn new(shared: &'a Shared, guard: MutexGuard<'a, Image>) -> Self {
+        Self {
+            shared,
+            guard: Some(guard),
+        }
+    }
+
+    /// Applies every answered group, in sequence order, moving the changes into the image
+    /// (and freeing the commits).
+    fn catch_up(&mut self) {
+        let Some(image) = self.guard.as_mut() else {
+            return;
+        };
+        loop {
+            let groups = std::mem::take(&mut self.shared.done().groups);
+            if groups.is_empty() {
+                break;
+            }
+            for (last, acked, commits) in groups {
+                for change in commits.into_iter().flat_map(|p| p.changes) {
+                    image.records.apply_owned(change);
+                }
+                // Groups come in sequence order (numbers start over after a failure's
+                // snapshot, which resets `applied` with nothing in flight).
+                image.applied = last;
+                if acked {
+                    image.acked = last;
+                }
+            }
+        }
+    }
+
+    /// Waits until a writer answers another group, and applies it. The image stays locked
+    /// meanwhile: the writers leave their groups to this holder.
+    fn wait_for_answers(&mut self) {
+        let mut done = self.shared.done();
+        if done.groups.is_empty() {
+            done.waiting = true;
+            done = self
+                .shared
+                .answered
+                .wait(done)
+                .unwrap_or_else(PoisonError::into_inner);
+            done.waiting = false;
+        }
+        drop(done);
+        self.catch_up();
+    }
+}
+
+impl std::ops::Deref for ImageGuard<'_> {
+    type Target = Image;
+
+    fn deref(&self) -> &Image {
+        self.guard.as_deref().expect("held until drop")
+    }
+}
+
+impl std::ops::DerefMut for ImageGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Image {
+        self.guard.as_deref_mut().expect("held until drop")
+    }
+}
+
+impl Drop for ImageGuard<'_> {
+    fn drop(&mut self) {
+        loop {
+            self.catch_up();
+            drop(self.guard.take());
+            if self.shared.done().groups.is_empty() {
+                return;
+            }
+            // Answered while we held the image: apply them, unless a new holder will.
+            self.guard = self.shared.try_image();
+            if self.guard.is_none() {
+                return;
+            }
+        }
+    }
+}
+
 /// Records in a directory (see the module documentation for the format).
 #[derive(Debug)]
 pub struct FileStore {
@@ -313,7 +411,6 @@ pub struct FileStore {
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     snapshotter: Mutex<Option<JoinHandle<()>>>,
-    applier: Mutex<Option<JoinHandle<()>>>,
     /// Held (`flock`) until the store is dropped.
     _lock: File,
 }
@@ -504,9 +601,8 @@ impl Writer {
             g.commits = batch;
             g.outcome = Some(written);
         }
-        // Answer the complete groups at the front, in order; hand their changes to the
-        // applier, so that this thread goes back to the queue at once (the image is updated
-        // and the buffers freed while the next sync runs).
+        // Answer the complete groups at the front, in order, then apply them to the image
+        // (while their callers run) and go back to the queue.
         let mut answers = Vec::new();
         let mut applied = Vec::new();
         while core.inflight.front().is_some_and(|g| g.outcome.is_some()) {
@@ -538,12 +634,12 @@ impl Writer {
         if applied.is_empty() {
             return core;
         }
-        // Queued under the core lock, so that groups reach the applier in order.
+        // Queued under the core lock, so that groups reach the image in order.
         {
             let mut done = shared.done();
             done.groups.extend(applied);
-            if done.groups.len() >= APPLY_BATCH || shared.image_wanted.load(Ordering::Relaxed) > 0 {
-                shared.done_ready.notify_one();
+            if done.waiting {
+                shared.answered.notify_all();
             }
         }
         shared.work.notify_all();
@@ -571,55 +667,14 @@ impl Writer {
             // A dropped receiver (caller gave up) is fine: the commit stands.
             tx.send(answer).ok();
         }
+        // The callers run meanwhile; the image catches up before the next group.
+        shared.apply_answered();
         shared.core()
     }
 }
 
-/// The applier thread: applies acknowledged commits to the image in sequence order (and
-/// frees them, off the writers' path).
-fn apply_acknowledged(shared: &Shared) {
-    background_priority();
-    loop {
-        let groups = {
-            let mut done = shared.done();
-            // Woken for a batch of groups, or at once when somebody waits for the image.
-            while !done.closing
-                && (done.groups.is_empty()
-                    || (done.groups.len() < APPLY_BATCH
-                        && shared.image_wanted.load(Ordering::Relaxed) == 0))
-            {
-                done = shared
-                    .done_ready
-                    .wait(done)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            if done.groups.is_empty() {
-                return;
-            }
-            std::mem::take(&mut done.groups)
-        };
-        let mut image = shared.image();
-        for (last, acked, commits) in &groups {
-            for p in commits {
-                for c in &p.changes {
-                    image.records.apply(c);
-                }
-            }
-            // Groups come in sequence order (numbers start over after a failure's snapshot,
-            // which resets `applied` with nothing in flight).
-            image.applied = *last;
-            if *acked {
-                image.acked = *last;
-            }
-        }
-        drop(image);
-        shared.applied.notify_all();
-        drop(groups);
-    }
-}
-
-/// Lowers the calling thread's priority (nice +10): the applier and the snapshot thread are
-/// background work, and on a busy machine the writers and the callers should go first.
+/// Lowers the calling thread's priority (nice +10): the snapshot thread is background work,
+/// and on a busy machine the writers and the callers should go first.
 fn background_priority() {
     // SAFETY: `setpriority` only reads its integer arguments; on Linux, `who` 0 with
     // `PRIO_PROCESS` is the calling thread.
@@ -856,14 +911,12 @@ impl FileStore {
             work: Condvar::new(),
             snapshot_ready: Condvar::new(),
             done: Mutex::new(Done::default()),
-            done_ready: Condvar::new(),
+            answered: Condvar::new(),
             image: Mutex::new(Image {
                 records: recovered.records,
                 applied: seq,
                 acked: seq,
             }),
-            applied: Condvar::new(),
-            image_wanted: AtomicUsize::new(0),
             counters: Counters::default(),
             #[cfg(test)]
             hold_snapshots: std::sync::atomic::AtomicBool::new(false),
@@ -895,15 +948,8 @@ impl FileStore {
             shared,
             threads: Mutex::new(Vec::new()),
             snapshotter: Mutex::new(None),
-            applier: Mutex::new(None),
             _lock: lock,
         };
-        let applier = store.shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("cnikit-pool-store-apply".into())
-            .spawn(move || apply_acknowledged(&applier))
-            .map_err(io_err("spawn applier thread", &dir))?;
-        *store.applier.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
         let snapshotter = store.shared.clone();
         let thread = std::thread::Builder::new()
             .name("cnikit-pool-store-snapshot".into())
@@ -987,18 +1033,8 @@ impl FileStore {
         {
             tracing::error!("the record store's snapshot thread panicked");
         }
-        self.shared.done().closing = true;
-        self.shared.done_ready.notify_all();
-        let applier = self
-            .applier
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(t) = applier
-            && t.join().is_err()
-        {
-            tracing::error!("the record store's applier thread panicked");
-        }
+        // Whatever was answered last is applied (and freed) by now; make sure.
+        drop(self.shared.image());
     }
 }
 
@@ -1021,8 +1057,9 @@ impl RecordStore for FileStore {
             }
             core.acked
         };
-        // Every commit answered before this call is applied (or about to be: the applier
-        // runs while the writers go on). Loads are rare (at start); waiting here is fine.
+        // Every commit answered before this call is applied (or about to be: the writer
+        // that answered it applies it next, or whoever holds the image). Loads are rare (at
+        // start); waiting here is fine.
         let image = self.shared.image_at_least(acked);
         Ok(image.records.clone())
     }
@@ -1117,6 +1154,77 @@ mod tests {
                 s.commit(changes).await.unwrap();
             }
         });
+    }
+
+    #[test]
+    fn loads_and_snapshots_during_commits_see_every_answered_commit() {
+        use std::sync::atomic::AtomicUsize;
+        const TASKS: usize = 16;
+        const EACH: usize = 60;
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let mut opts = options(1);
+        // A snapshot (which waits for the image) every 40 commits.
+        opts.compact_after = 40;
+        let s = Arc::new(FileStore::open_with(dir.path(), opts).unwrap());
+        let name = |t: usize, k: usize| format!("t{t}-{k}");
+        // How many commits of each task were answered.
+        let answered: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..TASKS).map(|_| AtomicUsize::new(0)).collect());
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for t in 0..TASKS {
+                let (s, answered) = (s.clone(), answered.clone());
+                tasks.push(tokio::spawn(async move {
+                    for k in 0..EACH {
+                        let b = binding(&name(t, k), u8::try_from(k % 250).unwrap() + 1);
+                        s.commit(vec![Change::PutBinding(b)]).await.unwrap();
+                        answered[t].store(k + 1, Ordering::SeqCst);
+                    }
+                }));
+            }
+            let mut loads = 0;
+            while tasks.iter().any(|t| !t.is_finished()) {
+                let before: Vec<usize> =
+                    answered.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+                let records = s.load().await.unwrap();
+                for (t, &n) in before.iter().enumerate() {
+                    for k in 0..n {
+                        let key = PodKey::new("ns", name(t, k), "c0ffee", "eth0");
+                        assert!(
+                            records.bindings.contains_key(&key),
+                            "{} answered before the load, missing from it",
+                            name(t, k)
+                        );
+                    }
+                }
+                loads += 1;
+                tokio::task::yield_now().await;
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            assert!(loads > 1, "the loads ran while commits did ({loads})");
+        });
+        let stats = s.stats();
+        assert!(
+            stats.compactions > 5,
+            "snapshots ran: {}",
+            stats.compactions
+        );
+        // Closing does not wait forever for a snapshot or for answered groups.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(s);
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the store closed");
+        let s = FileStore::open_with(dir.path(), options(1)).unwrap();
+        assert_eq!(rt.block_on(s.load()).unwrap().bindings.len(), TASKS * EACH);
     }
 
     /// The byte offset just after the last line of the current generation in a journal.

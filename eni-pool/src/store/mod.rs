@@ -110,20 +110,25 @@ pub enum Change {
 impl Records {
     /// Applies one change.
     pub fn apply(&mut self, change: &Change) {
+        self.apply_owned(change.clone());
+    }
+
+    /// Applies one change, moving its record in.
+    pub(crate) fn apply_owned(&mut self, change: Change) {
         match change {
             Change::PutBinding(b) => {
-                self.bindings.insert(b.allocation.pod.clone(), b.clone());
+                self.bindings.insert(b.allocation.pod.clone(), b);
             }
             Change::RemoveBinding(k) => {
-                self.bindings.remove(k);
+                self.bindings.remove(&k);
             }
             Change::PutCooling(c) => {
-                self.cooling.insert(c.resource.clone(), c.clone());
+                self.cooling.insert(c.resource.clone(), c);
             }
             Change::RemoveCooling(r) => {
-                self.cooling.remove(r);
+                self.cooling.remove(&r);
             }
-            Change::PutMeta(m) => self.meta = *m,
+            Change::PutMeta(m) => self.meta = m,
         }
     }
 }
