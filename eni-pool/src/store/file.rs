@@ -11,9 +11,11 @@
 //! sequence numbers, writes them to its file of the current set with one `pwrite` and makes
 //! them durable with one `fdatasync` (group commit), answers them, applies them to the
 //! in-memory image (for loads and snapshots; the changes are moved in, not copied) while their
-//! callers run, and goes back to the queue. There is no other thread on the commit path: a
-//! separate applier thread, tried before, cost more CPU than the writer itself and, starved
-//! at a low priority, applied thousands of commits at once and held a CPU for milliseconds
+//! callers run, and goes back to the queue. What it is done with (the commits, records the
+//! image let go of) goes back to the callers to free, so that the writer never waits for
+//! another thread's malloc arena. There is no other thread on the commit path: a separate
+//! applier thread, tried before, cost more CPU than the writer itself and, starved at a low
+//! priority, applied thousands of commits at once and held a CPU for milliseconds
 //! (`docs/benchmarks.md`). The writers ask for short time slices, the snapshot thread runs
 //! at a lower priority: on a busy machine a finished sync should not wait for a CPU. Groups
 //! are acknowledged in sequence order,
@@ -62,7 +64,7 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 use super::{
-    Change, RecordStore, Records, StoreError,
+    Change, Leftover, RecordStore, Records, StoreError,
     format::{
         LEGACY_JOURNAL_FILE, LINE_OVERHEAD, MAX_WRITERS, STATE_FILE, create_journal,
         encode_changes, encode_line, io_err, journal_header, journal_index, journal_name, recover,
@@ -231,6 +233,18 @@ struct Done {
     waiting: bool,
 }
 
+/// Memory a writer is done with that came from the callers' threads (their commits, and the
+/// records those displaced from the image), handed back for a caller to free: glibc's `free`
+/// of a chunk from another thread's arena takes that arena's lock, and a writer that sleeps
+/// on it holds up the next group.
+struct Returned {
+    /// Answered and applied (their changes moved into the image).
+    #[allow(dead_code, reason = "held to be dropped")]
+    commits: Vec<Pending>,
+    #[allow(dead_code, reason = "held to be dropped")]
+    leftovers: Vec<Leftover>,
+}
+
 /// The records as of the last applied commit.
 struct Image {
     records: Records,
@@ -257,6 +271,8 @@ struct Shared {
     /// Every acknowledged commit applied (for loads and snapshots). Taken through
     /// [`Shared::image`], whose guard applies the answered groups before it lets go.
     image: Mutex<Image>,
+    /// Freed by the next caller whose commit is answered.
+    returned: Mutex<Vec<Returned>>,
     counters: Counters,
     /// Tests: the snapshot thread waits while this is set.
     #[cfg(test)]
@@ -277,6 +293,10 @@ impl Shared {
 
     fn done(&self) -> MutexGuard<'_, Done> {
         self.done.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn returned(&self) -> MutexGuard<'_, Vec<Returned>> {
+        self.returned.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies the answered groups to the image, unless somebody else holds it (then they
@@ -330,8 +350,8 @@ impl<'a> ImageGuard<'a> {
         }
     }
 
-    /// Applies every answered group, in sequence order, moving the changes into the image
-    /// (and freeing the commits).
+    /// Applies every answered group, in sequence order, moving the changes into the image;
+    /// hands the commits and what they displaced back to the callers to free.
     fn catch_up(&mut self) {
         let Some(image) = self.guard.as_mut() else {
             return;
@@ -341,10 +361,15 @@ impl<'a> ImageGuard<'a> {
             if groups.is_empty() {
                 break;
             }
-            for (last, acked, commits) in groups {
-                for change in commits.into_iter().flat_map(|p| p.changes) {
-                    image.records.apply_owned(change);
+            let mut returned = Vec::with_capacity(groups.len());
+            for (last, acked, mut commits) in groups {
+                let mut leftovers = Vec::new();
+                for p in &mut commits {
+                    for change in p.changes.drain(..) {
+                        image.records.apply_owned(change, &mut leftovers);
+                    }
                 }
+                returned.push(Returned { commits, leftovers });
                 // Groups come in sequence order (numbers start over after a failure's
                 // snapshot, which resets `applied` with nothing in flight).
                 image.applied = last;
@@ -352,6 +377,7 @@ impl<'a> ImageGuard<'a> {
                     image.acked = last;
                 }
             }
+            self.shared.returned().append(&mut returned);
         }
     }
 
@@ -917,6 +943,7 @@ impl FileStore {
                 applied: seq,
                 acked: seq,
             }),
+            returned: Mutex::new(Vec::new()),
             counters: Counters::default(),
             #[cfg(test)]
             hold_snapshots: std::sync::atomic::AtomicBool::new(false),
@@ -1086,7 +1113,11 @@ impl RecordStore for FileStore {
                 self.shared.work.notify_one();
             }
         }
-        rx.await.map_err(|_| StoreError::Closed)?
+        let answer = rx.await.map_err(|_| StoreError::Closed)?;
+        // Free what the writers handed back, here rather than on a writer (see `Returned`).
+        let returned = std::mem::take(&mut *self.shared.returned());
+        drop(returned);
+        answer
     }
 }
 
@@ -1154,6 +1185,31 @@ mod tests {
                 s.commit(changes).await.unwrap();
             }
         });
+    }
+
+    #[test]
+    fn applying_moves_records_in_and_hands_back_what_they_displace() {
+        let mut records = Records::default();
+        let mut leftovers = Vec::new();
+        records.apply_owned(Change::PutBinding(binding("a", 1)), &mut leftovers);
+        assert!(leftovers.is_empty());
+        // The same pod again: the old record comes back.
+        records.apply_owned(Change::PutBinding(binding("a", 2)), &mut leftovers);
+        assert!(matches!(&leftovers[..], [Leftover::Binding(b)] if b == &binding("a", 1)));
+        let key = binding("a", 2).allocation.pod;
+        assert_eq!(records.bindings[&key], binding("a", 2));
+        leftovers.clear();
+        records.apply_owned(Change::RemoveBinding(key.clone()), &mut leftovers);
+        assert!(records.bindings.is_empty());
+        assert!(matches!(
+            &leftovers[..],
+            [Leftover::Binding(b), Leftover::Change(Change::RemoveBinding(k))]
+                if b == &binding("a", 2) && k == &key
+        ));
+        // Removing what is not there displaces nothing but the change.
+        leftovers.clear();
+        records.apply_owned(Change::RemoveBinding(key), &mut leftovers);
+        assert!(matches!(&leftovers[..], [Leftover::Change(_)]));
     }
 
     #[test]

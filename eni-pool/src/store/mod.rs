@@ -110,27 +110,51 @@ pub enum Change {
 impl Records {
     /// Applies one change.
     pub fn apply(&mut self, change: &Change) {
-        self.apply_owned(change.clone());
+        let mut leftovers = Vec::new();
+        self.apply_owned(change.clone(), &mut leftovers);
     }
 
-    /// Applies one change, moving its record in.
-    pub(crate) fn apply_owned(&mut self, change: Change) {
+    /// Applies one change, moving its record in. What it displaces (a replaced or removed
+    /// record, the change's own key) goes to `leftovers`, for the caller to free where the
+    /// memory came from (see the file store's writer).
+    pub(crate) fn apply_owned(&mut self, change: Change, leftovers: &mut Vec<Leftover>) {
         match change {
             Change::PutBinding(b) => {
-                self.bindings.insert(b.allocation.pod.clone(), b);
+                if let Some(old) = self.bindings.insert(b.allocation.pod.clone(), b) {
+                    leftovers.push(Leftover::Binding(old));
+                }
             }
-            Change::RemoveBinding(k) => {
-                self.bindings.remove(&k);
+            Change::RemoveBinding(ref k) => {
+                if let Some(old) = self.bindings.remove(k) {
+                    leftovers.push(Leftover::Binding(old));
+                }
+                leftovers.push(Leftover::Change(change));
             }
             Change::PutCooling(c) => {
-                self.cooling.insert(c.resource.clone(), c);
+                if let Some(old) = self.cooling.insert(c.resource.clone(), c) {
+                    leftovers.push(Leftover::Cooling(old));
+                }
             }
-            Change::RemoveCooling(r) => {
-                self.cooling.remove(&r);
+            Change::RemoveCooling(ref r) => {
+                if let Some(old) = self.cooling.remove(r) {
+                    leftovers.push(Leftover::Cooling(old));
+                }
+                leftovers.push(Leftover::Change(change));
             }
             Change::PutMeta(m) => self.meta = m,
         }
     }
+}
+
+/// Something [`Records::apply_owned`] displaced, kept only to be freed.
+#[derive(Debug)]
+pub(crate) enum Leftover {
+    /// A replaced or removed binding.
+    Binding(#[allow(dead_code, reason = "held to be dropped")] BindingRecord),
+    /// A replaced or removed cooling record.
+    Cooling(#[allow(dead_code, reason = "held to be dropped")] CoolingRecord),
+    /// A removal, once applied.
+    Change(#[allow(dead_code, reason = "held to be dropped")] Change),
 }
 
 /// Errors of a record store.
