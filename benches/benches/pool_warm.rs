@@ -271,6 +271,19 @@ fn bench(c: &mut Criterion) {
     let slow = after.slow_syncs - before.slow_syncs;
     let slow_fsyncs_pct = format!("{:.2}", 100.0 * slow as f64 / syncs as f64);
     let slow_commits = after.slow_commits - before.slow_commits;
+    // The disk's share: each commit waits for the sync in flight, then its own.
+    let sync_latency = after.sync_latency.since(&before.sync_latency);
+    let bucket = |q: f64| {
+        sync_latency
+            .quantile_upper_bound(q)
+            .map_or_else(|| "n/a".to_owned(), |d| d.as_micros().to_string())
+    };
+    let (sync_p50, sync_p99) = (bucket(0.5), bucket(0.99));
+    let syncs_over_500us_pct = format!(
+        "{:.2}",
+        100.0 * sync_latency.count_above(Duration::from_micros(500)) as f64
+            / sync_latency.total().max(1) as f64
+    );
     let slow_commits_pct = format!("{:.2}", 100.0 * slow_commits as f64 / commits.max(1) as f64);
     print(
         "file",
@@ -284,6 +297,9 @@ fn bench(c: &mut Criterion) {
             ("max_snapshot_us", &after.max_snapshot_us),
             ("max_group", &after.max_group),
             ("slow_fsyncs_pct", &slow_fsyncs_pct),
+            ("fsync_bucket_p50_us", &sync_p50),
+            ("fsync_bucket_p99_us", &sync_p99),
+            ("fsyncs_over_500us_pct", &syncs_over_500us_pct),
             ("store_over_1ms_pct", &slow_commits_pct),
             ("fsync_overwrite_p50_us", &o50),
             ("fsync_overwrite_p99_us", &o99),

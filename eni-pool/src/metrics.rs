@@ -62,6 +62,52 @@ impl LatencyHistogram {
         }
         None
     }
+
+    /// The samples recorded after `earlier` (a snapshot of the same histogram taken before).
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            counts: self
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.saturating_sub(earlier.counts.get(i).copied().unwrap_or(0)))
+                .collect(),
+        }
+    }
+
+    /// Samples above `bound`, counting whole buckets: a bucket counts when its lower bound
+    /// is at least `bound` (so pass one of [`LATENCY_BUCKETS_US`]).
+    #[must_use]
+    pub fn count_above(&self, bound: Duration) -> u64 {
+        let us = u64::try_from(bound.as_micros()).unwrap_or(u64::MAX);
+        let first = LATENCY_BUCKETS_US.partition_point(|b| *b <= us);
+        self.counts.iter().skip(first).sum()
+    }
+}
+
+/// The live counters behind a [`LatencyHistogram`].
+#[derive(Debug)]
+pub(crate) struct LatencyCounters([AtomicU64; LATENCY_BUCKETS_US.len() + 1]);
+
+impl Default for LatencyCounters {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl LatencyCounters {
+    pub(crate) fn record(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_US.partition_point(|b| *b < us);
+        self.0[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> LatencyHistogram {
+        LatencyHistogram {
+            counts: self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+        }
+    }
 }
 
 /// How a cloud call ended.
@@ -188,7 +234,7 @@ pub(crate) struct Counters {
     pub(crate) repeated: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) releases: AtomicU64,
-    latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    latency: LatencyCounters,
     calls: Mutex<BTreeMap<(&'static str, ErrorKindOrd), u64>>,
 }
 
@@ -200,7 +246,7 @@ impl Default for Counters {
             repeated: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             releases: AtomicU64::new(0),
-            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: LatencyCounters::default(),
             calls: Mutex::new(BTreeMap::new()),
         }
     }
@@ -212,9 +258,7 @@ impl Counters {
     }
 
     pub(crate) fn record_latency(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = LATENCY_BUCKETS_US.partition_point(|b| *b < us);
-        self.latency[i].fetch_add(1, Ordering::Relaxed);
+        self.latency.record(d);
     }
 
     pub(crate) fn record_call(&self, action: &'static str, outcome: CallOutcome) {
@@ -234,9 +278,7 @@ impl Counters {
         snap.allocations_repeated = load(&self.repeated);
         snap.allocation_failures = load(&self.failures);
         snap.releases = load(&self.releases);
-        snap.allocation_latency = LatencyHistogram {
-            counts: self.latency.iter().map(load).collect(),
-        };
+        snap.allocation_latency = self.latency.snapshot();
         snap.cloud_calls = self
             .calls
             .lock()
@@ -273,5 +315,17 @@ mod tests {
             Some(&1)
         );
         assert_eq!(LatencyHistogram::default().quantile_upper_bound(0.5), None);
+        // Buckets from 500 µs up hold 900 µs and 1.5 s; from 1 ms up, only 1.5 s.
+        assert_eq!(h.count_above(Duration::from_micros(500)), 2);
+        assert_eq!(h.count_above(Duration::from_millis(1)), 1);
+        c.record_latency(Duration::from_micros(700));
+        let mut later = MetricsSnapshot::default();
+        c.fill(&mut later);
+        let new = later.allocation_latency.since(h);
+        assert_eq!(new.total(), 1);
+        assert_eq!(
+            new.quantile_upper_bound(0.5),
+            Some(Duration::from_millis(1))
+        );
     }
 }

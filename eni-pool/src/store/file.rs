@@ -63,6 +63,8 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
+use crate::metrics::{LatencyCounters, LatencyHistogram};
+
 use super::{
     Change, Leftover, RecordStore, Records, StoreError,
     format::{
@@ -109,7 +111,7 @@ impl Default for FileStoreOptions {
 }
 
 /// Counters of a [`FileStore`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FileStoreStats {
     /// Commits made durable.
@@ -137,6 +139,9 @@ pub struct FileStoreStats {
     /// The longest snapshot, from the switch to the other set until the snapshot was
     /// durable, in microseconds.
     pub max_snapshot_us: u64,
+    /// How long each journal `fdatasync` took: the disk's share of a commit's latency (a
+    /// commit waits for the sync in flight, then for its own).
+    pub sync_latency: LatencyHistogram,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +156,7 @@ struct Counters {
     slow_commits: AtomicU64,
     max_group: AtomicU64,
     max_snapshot_us: AtomicU64,
+    sync_latency: LatencyCounters,
 }
 
 type Answer = oneshot::Sender<Result<(), StoreError>>;
@@ -614,8 +620,11 @@ impl Writer {
                 let c = &shared.counters;
                 c.syncs.fetch_add(1, Ordering::Relaxed);
                 c.max_group.fetch_max(n as u64, Ordering::Relaxed);
-                if synced.is_some_and(|d| d > SLOW_SYNC) {
-                    c.slow_syncs.fetch_add(1, Ordering::Relaxed);
+                if let Some(d) = synced {
+                    c.sync_latency.record(d);
+                    if d > SLOW_SYNC {
+                        c.slow_syncs.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             Err(why) => {
@@ -1022,6 +1031,7 @@ impl FileStore {
             slow_commits: c.slow_commits.load(Ordering::Relaxed),
             max_group: c.max_group.load(Ordering::Relaxed),
             max_snapshot_us: c.max_snapshot_us.load(Ordering::Relaxed),
+            sync_latency: c.sync_latency.snapshot(),
         }
     }
 
@@ -1595,6 +1605,7 @@ mod tests {
             stats.syncs,
             stats.commits
         );
+        assert_eq!(stats.sync_latency.total(), stats.syncs, "every sync timed");
         drop(s);
         let s = FileStore::open_with(dir.path(), options(2)).unwrap();
         assert_eq!(rt.block_on(s.load()).unwrap().bindings.len(), 200);
