@@ -1124,7 +1124,8 @@ impl RecordStore for FileStore {
             }
         }
         let answer = rx.await.map_err(|_| StoreError::Closed)?;
-        // Free what the writers handed back, here rather than on a writer (see `Returned`).
+        // Free what the writers handed back, here rather than on a writer (see `Returned`);
+        // taken under the lock, freed after it is released.
         let returned = std::mem::take(&mut *self.shared.returned());
         drop(returned);
         answer

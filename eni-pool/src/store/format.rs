@@ -281,6 +281,8 @@ pub(super) struct Recovered {
 /// Reads the snapshot and the journals.
 pub(super) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
     let mut records = Records::default();
+    // What applying displaces (replaced records), freed as it goes.
+    let mut leftovers = Vec::new();
     let state_path = dir.join(STATE_FILE);
     let mut generation = 0;
     let mut seq = 0;
@@ -298,11 +300,12 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
             generation = state.generation;
             seq = state.seq;
             for b in state.bindings {
-                records.apply(&Change::PutBinding(b));
+                records.apply_owned(Change::PutBinding(b), &mut leftovers);
             }
             for c in state.cooling {
-                records.apply(&Change::PutCooling(c));
+                records.apply_owned(Change::PutCooling(c), &mut leftovers);
             }
+            leftovers.clear();
             records.meta = state.meta;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -375,10 +378,12 @@ fn replay_legacy(dir: &Path, generation: u64, records: &mut Records) -> Result<b
             "dropping a torn journal tail (a commit cut by a crash, never acknowledged)"
         );
     }
+    let mut leftovers = Vec::new();
     for changes in decoded.into_iter().map_while(Result::ok) {
-        for c in &changes {
-            records.apply(c);
+        for c in changes {
+            records.apply_owned(c, &mut leftovers);
         }
+        leftovers.clear();
     }
     Ok(true)
 }
@@ -490,13 +495,15 @@ fn replay(
         }
     }
     // Replay the unbroken run after the snapshot.
+    let mut leftovers = Vec::new();
     let mut replayed = seq;
     while let Some((path, line_no, json)) = lines.remove(&(replayed + 1)) {
         let changes: Vec<Change> = serde_json::from_slice(&json)
             .map_err(|e| corrupt(&path, Some(line_no), format!("unreadable record: {e}")))?;
-        for c in &changes {
-            records.apply(c);
+        for c in changes {
+            records.apply_owned(c, &mut leftovers);
         }
+        leftovers.clear();
         replayed += 1;
     }
     if acked_max > replayed {

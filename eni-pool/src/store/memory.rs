@@ -61,8 +61,9 @@ impl RecordStore for MemoryStore {
             inner.fail_next -= 1;
             return Err(StoreError::Injected("commit refused".into()));
         }
-        for c in &changes {
-            inner.records.apply(c);
+        let mut leftovers = Vec::new();
+        for c in changes {
+            inner.records.apply_owned(c, &mut leftovers);
         }
         inner.commits += 1;
         Ok(())
